@@ -1,0 +1,19 @@
+"""Deep cross-media retrieval methods as Hugging Face models.
+
+Importing the package registers every model with `AutoConfig`, `AutoModel` and `AutoProcessor`.
+"""
+
+from importlib.metadata import version
+
+from .models import MODELS, CrossModalOutput, DSCMRConfig, DSCMRModel, XmodalProcessor
+
+__version__ = version("hf_xmodal")
+
+__all__ = [
+    "MODELS",
+    "CrossModalOutput",
+    "DSCMRConfig",
+    "DSCMRModel",
+    "XmodalProcessor",
+    "__version__",
+]

@@ -1,0 +1,312 @@
+"""Pre-extracted paired image/text features from user files, and a check for feature datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.io
+from datasets import ClassLabel, Dataset, DatasetDict, Features, List, NamedSplit, Value
+
+# Per layout: split -> candidate (image, text, label) key triples; the first present one is used.
+_LAYOUTS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
+    "I_tr/T_tr/I_te/T_te": {
+        "train": [("I_tr", "T_tr", "L_tr")],
+        "test": [("I_te", "T_te", "L_te")],
+    },
+    "train_img/train_txt/test_img/test_txt": {
+        "train": [("train_img", "train_txt", "train_lab")],
+        "validation": [("val_img", "val_txt", "val_lab"), ("valid_img", "valid_txt", "valid_lab")],
+        "test": [("test_img", "test_txt", "test_lab")],
+    },
+}
+_LAYOUT_HELP = (
+    "accepted layouts: (1) I_tr, T_tr, I_te, T_te with optional labels L_tr, L_te; "
+    "(2) train_img, train_txt, test_img, test_txt with optional labels train_lab, test_lab "
+    "and an optional validation split val_img, val_txt[, val_lab] (or valid_*)"
+)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a ``.mat`` / ``.npz`` file or of a folder of ``.npy`` files, by key."""
+    if not path.exists():
+        raise ValueError(f"feature file or folder not found: '{path}'")
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise ValueError(f"no .npy files in folder '{path}'; {_LAYOUT_HELP}")
+        arrays = {}
+        for file in files:
+            try:
+                arrays[file.stem] = np.load(file, allow_pickle=False)
+            except ValueError as error:
+                raise ValueError(
+                    f"key '{file.stem}' ({file}): cannot load as a numeric array ({error})"
+                ) from error
+        return arrays
+    suffix = path.suffix.lower()
+    if suffix == ".mat":
+        try:
+            contents = scipy.io.loadmat(path)
+        except NotImplementedError as error:
+            raise ValueError(
+                f"'{path}' is a MATLAB v7.3 (HDF5) file, which is not supported; save it with "
+                "save(..., '-v7') or as .npy files"
+            ) from error
+        return {key: value for key, value in contents.items() if not key.startswith("__")}
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as contents:
+                return {key: contents[key] for key in contents.files}
+        except ValueError as error:
+            raise ValueError(f"'{path}': cannot load as numeric arrays ({error})") from error
+    raise ValueError(
+        f"unsupported feature file '{path}': expected a .mat or .npz file or a folder of .npy files"
+    )
+
+
+def _select_layout(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, str, str]]:
+    """Split -> (image, text, label) keys present in ``arrays``, for the matching layout."""
+    layout = max(
+        _LAYOUTS.values(),
+        key=lambda layout: sum(
+            key in arrays for split in ("train", "test") for key in layout[split][0][:2]
+        ),
+    )
+    missing = [
+        key for split in ("train", "test") for key in layout[split][0][:2] if key not in arrays
+    ]
+    if missing:
+        raise ValueError(f"missing key(s) {missing}; found keys {sorted(arrays)}; {_LAYOUT_HELP}")
+    selected = {}
+    for split, candidates in layout.items():
+        present = [keys for keys in candidates if keys[0] in arrays or keys[1] in arrays]
+        if len(present) > 1:
+            raise ValueError(
+                f"both {present[0][:2]} and {present[1][:2]} are present: give one validation split"
+            )
+        if present:
+            image_key, text_key, _ = present[0]
+            for key in (image_key, text_key):
+                if key not in arrays:
+                    raise ValueError(f"missing key '{key}' for the {split} split; {_LAYOUT_HELP}")
+            selected[split] = present[0]
+    return selected
+
+
+def _check_numeric(key: str, array: np.ndarray) -> None:
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(
+        array
+    ):
+        raise ValueError(f"key '{key}' has non-numeric dtype {array.dtype}; expected real numbers")
+    if array.size == 0:
+        raise ValueError(f"key '{key}' is empty (shape {array.shape})")
+
+
+def _features(key: str, array: np.ndarray) -> np.ndarray:
+    """A finite float32 ``(rows, dim)`` matrix."""
+    _check_numeric(key, array)
+    if array.ndim != 2:
+        raise ValueError(f"key '{key}' must be a 2-D (rows x dim) array, got shape {array.shape}")
+    with np.errstate(over="ignore"):
+        features = array.astype(np.float32)
+    n_nan = int(np.isnan(features).sum())
+    n_inf = int(np.isinf(features).sum())
+    if n_nan or n_inf:
+        raise ValueError(
+            f"key '{key}' contains {n_nan} NaN and {n_inf} infinite value(s) "
+            "(values beyond the float32 range count as infinite)"
+        )
+    return features
+
+
+def _labels(key: str, array: np.ndarray, n_rows: int) -> np.ndarray:
+    """A 1-D class-index vector or a 2-D label matrix with ``n_rows`` rows."""
+    _check_numeric(key, array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.int64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"key '{key}' contains NaN or infinite values")
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    elif array.ndim == 2 and array.shape[0] == 1 and n_rows > 1:  # MATLAB row vector
+        array = array[0]
+    if array.ndim not in (1, 2):
+        raise ValueError(f"key '{key}' must be a 1-D or 2-D array, got shape {array.shape}")
+    if array.shape[0] != n_rows:
+        raise ValueError(
+            f"key '{key}' has {array.shape[0]} rows but the features of its split have {n_rows}"
+        )
+    return array
+
+
+def _encode_labels(
+    labels: dict[str, tuple[str, np.ndarray]],
+) -> tuple[str, dict[str, np.ndarray], Value | ClassLabel | List]:
+    """Column name, per-split values and feature type for the labels of all splits."""
+    is_vector = {key: array.ndim == 1 for key, array in labels.values()}
+    if len(set(is_vector.values())) > 1:
+        vectors = [key for key, flag in is_vector.items() if flag]
+        matrices = [key for key, flag in is_vector.items() if not flag]
+        raise ValueError(
+            f"labels {vectors} are class-index vectors but {matrices} are label matrices"
+        )
+    if all(is_vector.values()):
+        for key, array in labels.values():
+            if not np.array_equal(array, np.round(array)):
+                raise ValueError(f"key '{key}' is a 1-D label vector with non-integer values")
+        values = np.unique(np.concatenate([array for _, array in labels.values()]).astype(np.int64))
+        feature = ClassLabel(names=[str(value) for value in values])
+        encoded = {
+            split: np.searchsorted(values, array.astype(np.int64))
+            for split, (_, array) in labels.items()
+        }
+        return "label", encoded, feature
+
+    widths = {key: array.shape[1] for key, array in labels.values()}
+    if len(set(widths.values())) > 1:
+        raise ValueError(f"label matrices have different numbers of columns: {widths}")
+    for key, array in labels.values():
+        if not np.isin(array, (0, 1)).all():
+            raise ValueError(
+                f"key '{key}' is a label matrix with values other than 0 and 1; expected a "
+                "one-hot or multi-hot matrix (or a 1-D class-index vector)"
+            )
+    n_classes = next(iter(widths.values()))
+    if all((array.sum(axis=1) == 1).all() for _, array in labels.values()):
+        encoded = {split: array.argmax(axis=1) for split, (_, array) in labels.items()}
+        return "label", encoded, ClassLabel(num_classes=n_classes)
+    encoded = {split: array.astype(np.float32) for split, (_, array) in labels.items()}
+    return "labels", encoded, List(Value("float32"), length=n_classes)
+
+
+def load_paired_features(
+    path: str | os.PathLike, validation_size: int | None = None
+) -> DatasetDict:
+    """Load paired image/text feature matrices (and optional labels) from user files.
+
+    ``path`` is a ``.mat`` (MATLAB v5/v7) or ``.npz`` file, or a folder of ``<key>.npy`` files,
+    holding ``I_tr, T_tr, I_te, T_te`` (+ optional ``L_tr, L_te``) or ``train_img, train_txt,
+    test_img, test_txt`` (+ optional ``*_lab`` labels and ``val_*``/``valid_*`` validation
+    arrays). Labels may be a 1-D class vector or a one-hot matrix (-> ``label``, a ClassLabel whose
+    names are the original values) or a multi-hot matrix (-> ``labels``, float32 vectors).
+    Without validation arrays, ``validation_size`` moves the first rows of the test arrays into a
+    validation split. Columns: ``image_features``, ``text_features`` (float32) and
+    ``label`` or ``labels`` when there are labels.
+    """
+    arrays = _read_arrays(Path(path))
+    keys = _select_layout(arrays)
+    if validation_size is not None and "validation" in keys:
+        raise ValueError(
+            f"validation_size={validation_size} was given but the file already has a validation "
+            f"split ({keys['validation'][0]}, {keys['validation'][1]})"
+        )
+
+    image, text, labels = {}, {}, {}
+    for split, (image_key, text_key, label_key) in keys.items():
+        image[split] = _features(image_key, arrays[image_key])
+        text[split] = _features(text_key, arrays[text_key])
+        n_image, n_text = len(image[split]), len(text[split])
+        if n_image != n_text:
+            raise ValueError(
+                f"{split} split: '{image_key}' has {n_image} rows but '{text_key}' has {n_text}"
+            )
+        if label_key in arrays:
+            labels[split] = (label_key, _labels(label_key, arrays[label_key], n_image))
+    for name, matrices, split_keys in (
+        ("image", image, {s: k[0] for s, k in keys.items()}),
+        ("text", text, {s: k[1] for s, k in keys.items()}),
+    ):
+        dims = {split_keys[split]: matrix.shape[1] for split, matrix in matrices.items()}
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"{name} feature dims differ between splits: {dims}")
+    if labels and len(labels) != len(keys):
+        unlabeled = [keys[split][2] for split in keys if split not in labels]
+        raise ValueError(f"labels are given for some splits but key(s) {unlabeled} are missing")
+
+    columns = {
+        split: {"image_features": image[split], "text_features": text[split]} for split in keys
+    }
+    feature_types = {
+        "image_features": List(Value("float32"), length=next(iter(image.values())).shape[1]),
+        "text_features": List(Value("float32"), length=next(iter(text.values())).shape[1]),
+    }
+    if labels:
+        column, encoded, feature = _encode_labels(labels)
+        feature_types[column] = feature
+        for split in keys:
+            columns[split][column] = encoded[split]
+
+    if validation_size is not None:
+        n_test = len(image["test"])
+        if not 0 < validation_size < n_test:
+            raise ValueError(
+                f"validation_size must be between 1 and {n_test - 1} (the test split has "
+                f"{n_test} rows), got {validation_size}"
+            )
+        test = columns.pop("test")
+        columns["validation"] = {name: value[:validation_size] for name, value in test.items()}
+        columns["test"] = {name: value[validation_size:] for name, value in test.items()}
+
+    features = Features(feature_types)
+    order = [split for split in ("train", "validation", "test") if split in columns]
+    return DatasetDict(
+        {
+            split: Dataset.from_dict(columns[split], features=features, split=NamedSplit(split))
+            for split in order
+        }
+    )
+
+
+def _column_values(split: str, dataset: Dataset, column: str) -> tuple[int, np.ndarray]:
+    """Row length and flat values of the list column ``column``."""
+    prefix = f"split '{split}': " if split else ""
+    data = dataset.with_format("arrow")[column]
+    if isinstance(data, pa.ChunkedArray):
+        data = data.combine_chunks()
+    if not (pa.types.is_list(data.type) or pa.types.is_fixed_size_list(data.type)):
+        raise ValueError(f"{prefix}column '{column}' must hold feature vectors, got {data.type}")
+    if data.null_count:
+        raise ValueError(f"{prefix}column '{column}' has {data.null_count} missing rows")
+    lengths = np.unique(pc.list_value_length(data).to_numpy(zero_copy_only=False))
+    if len(lengths) > 1:
+        raise ValueError(f"{prefix}column '{column}' has rows of different lengths {lengths}")
+    values = pc.list_flatten(data)
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise ValueError(f"{prefix}column '{column}' has non-numeric values ({values.type})")
+    return int(lengths[0]), values.to_numpy(zero_copy_only=False)
+
+
+def validate_feature_dataset(
+    dataset: Dataset | DatasetDict, image_dim: int | None = None, text_dim: int | None = None
+) -> tuple[int, int]:
+    """Check the ``image_features``/``text_features`` columns of every split; return their dims.
+
+    Raises ValueError for a missing column, an empty split, a feature length other than
+    ``image_dim``/``text_dim`` (or differing between splits when they are None) and NaN/inf values.
+    """
+    splits = dataset.items() if isinstance(dataset, DatasetDict) else [("", dataset)]
+    expected = {"image_features": image_dim, "text_features": text_dim}
+    for split, data in splits:
+        prefix = f"split '{split}': " if split else ""
+        for column in expected:
+            if column not in data.column_names:
+                raise ValueError(
+                    f"{prefix}missing column '{column}'; present columns: {data.column_names}"
+                )
+        if len(data) == 0:
+            raise ValueError(f"{prefix}the dataset has no rows")
+        for column, dim in expected.items():
+            length, values = _column_values(split, data, column)
+            if dim is not None and length != dim:
+                raise ValueError(
+                    f"{prefix}column '{column}' has vectors of length {length}, expected {dim}"
+                )
+            expected[column] = length
+            n_bad = int((~np.isfinite(values)).sum())
+            if n_bad:
+                raise ValueError(f"{prefix}column '{column}' has {n_bad} NaN or infinite values")
+    return expected["image_features"], expected["text_features"]

@@ -1,0 +1,65 @@
+"""Load a dataset by name or by path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from datasets import DatasetDict
+
+from ._common import load_saved_dataset_dict
+from .fashion import load_fashion
+from .features import load_paired_features
+from .flickr8k import load_flickr8k
+from .wikipedia import load_wikipedia
+
+_BUNDLED: dict[str, Callable[[], DatasetDict]] = {
+    "wikipedia": load_wikipedia,
+    "wikipedia_full_test": partial(load_wikipedia, split_protocol="full_test"),
+}
+_FROM_FOLDER: dict[str, Callable[..., DatasetDict]] = {
+    "flickr8k": load_flickr8k,
+    "fashion": load_fashion,
+}
+DATASET_NAMES = (*_BUNDLED, *_FROM_FOLDER)
+
+
+def load_dataset_by_name(
+    name: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    validation_size: int | None = None,
+) -> DatasetDict:
+    """Load a dataset by registered name, or from a path.
+
+    Names: ``wikipedia`` (train/validation/test), ``wikipedia_full_test`` (train/test with the
+    whole official test set), ``flickr8k`` and ``fashion`` (``data_dir``: raw or saved folder,
+    default under ``../shared/data``). A path may be a DatasetDict saved with ``save_to_disk``
+    or a feature file/folder for :func:`load_paired_features` (``validation_size`` applies there).
+    """
+    key = str(name)
+    if key in DATASET_NAMES:
+        if validation_size is not None:
+            raise ValueError(f"validation_size only applies to feature files, not to '{key}'")
+        if key in _BUNDLED:
+            if data_dir is not None:
+                raise ValueError(f"'{key}' is bundled with the package; do not pass data_dir")
+            return _BUNDLED[key]()
+        loader = _FROM_FOLDER[key]
+        return loader() if data_dir is None else loader(data_dir)
+    path = Path(key)
+    if not path.exists():
+        raise ValueError(
+            f"unknown dataset '{key}': choose one of {list(DATASET_NAMES)}, or give the path of "
+            "a DatasetDict saved with save_to_disk, a .mat/.npz feature file or a folder of .npy "
+            "feature files"
+        )
+    if data_dir is not None:
+        raise ValueError("data_dir only applies to the named datasets flickr8k and fashion")
+    saved = load_saved_dataset_dict(path)
+    if saved is not None:
+        if validation_size is not None:
+            raise ValueError("validation_size only applies to feature files")
+        return saved
+    return load_paired_features(path, validation_size=validation_size)

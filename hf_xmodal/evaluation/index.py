@@ -1,0 +1,199 @@
+"""A small retrieval index over gallery embeddings or binary codes.
+
+Float embeddings live in a FAISS `IndexFlatIP` (metric "cosine" normalises on add and search, or
+"inner_product"); binary codes ({-1, +1} or {0, 1}) in an `IndexBinaryFlat`, packed to bits, with
+metric "hamming" (scores are negative distances). A callable metric, `scorer(queries, gallery) ->
+[Q, N]` (a learned metric network, reported as "learned"), scores the whole gallery in torch.
+
+`search` returns the top k; FAISS does not guarantee an order among tied scores. `scores` returns
+the full score matrix computed in torch from the stored vectors: evaluation ranks that, so that
+the tie rule of `hf_xmodal.evaluation.metrics` holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .metrics import Scorer, _as_tensor, _hamming_from_signed, _signed_codes
+
+_INDEX_FILE = "index.faiss"
+_CONFIG_FILE = "index.json"
+_FLOAT_METRICS = ("cosine", "inner_product")
+_SEARCH_ELEMENTS = 1 << 22
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RetrievalIndex:
+    """Gallery index for cross-media search.
+
+    Args:
+        dim: embedding size, or number of bits for metric "hamming".
+        metric: "cosine", "inner_product", "hamming", or a callable `scorer(queries, gallery)`
+            returning a `[Q, N]` score matrix (higher = more similar).
+    """
+
+    def __init__(self, dim: int, metric: str | Scorer = "cosine") -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if not callable(metric) and metric not in (*_FLOAT_METRICS, "hamming"):
+            raise ValueError(
+                f"metric must be 'cosine', 'inner_product', 'hamming' or a callable, got {metric!r}"
+            )
+        self.dim = int(dim)
+        self._scorer = metric if callable(metric) else None
+        self.metric = "learned" if callable(metric) else metric
+        if self.metric in _FLOAT_METRICS:
+            self._faiss = faiss.IndexFlatIP(self.dim)
+        elif self.metric == "hamming":
+            self._faiss = faiss.IndexBinaryFlat(8 * ((self.dim + 7) // 8))
+        else:
+            self._faiss = None
+        # What `scores` compares against: normalised floats, ±1 codes, or the raw embeddings.
+        self._vectors = torch.empty(0, self.dim)
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def __repr__(self) -> str:
+        return f"RetrievalIndex(dim={self.dim}, metric={self.metric!r}, size={len(self)})"
+
+    def _prepare(self, x: Any, name: str) -> torch.Tensor:
+        """Validate a batch and bring it to the stored form."""
+        t = _as_tensor(x, name)
+        if t.ndim != 2 or t.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape [n, {self.dim}], got {tuple(t.shape)}")
+        if self.metric == "hamming":
+            return _signed_codes(t, name) if len(t) else t.float()
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{name} contain NaN or inf")
+        if self._scorer is not None:
+            return t
+        t = t.float()
+        return F.normalize(t, dim=1) if self.metric == "cosine" else t
+
+    @staticmethod
+    def _pack(codes: torch.Tensor) -> np.ndarray:
+        return np.packbits((codes > 0).numpy(), axis=1)
+
+    def add(self, embeddings: Any) -> None:
+        """Append `[n, dim]` embeddings (or codes) to the gallery; their ids continue from len()."""
+        x = self._prepare(embeddings, "embeddings")
+        if self.metric == "hamming":
+            self._faiss.add(self._pack(x))
+            x = x.to(torch.int8)
+        elif self._faiss is not None:
+            self._faiss.add(np.ascontiguousarray(x.numpy()))
+        self._vectors = torch.cat([self._vectors.to(x.dtype), x])
+
+    def _stored(self) -> torch.Tensor:
+        return self._vectors.float() if self.metric == "hamming" else self._vectors
+
+    def scores(self, queries: Any) -> torch.Tensor:
+        """Full score matrix `[Q, len(self)]` computed in torch (negative distances for codes)."""
+        q = self._prepare(queries, "queries")
+        if self.metric == "hamming":
+            return -_hamming_from_signed(q, self._stored())
+        if self._scorer is not None:
+            scores = _as_tensor(self._scorer(q, self._vectors), "scorer output")
+            if scores.shape != (len(q), len(self)):
+                raise ValueError(
+                    f"scorer returned shape {tuple(scores.shape)}, expected {(len(q), len(self))}"
+                )
+            return scores
+        return q @ self._vectors.T
+
+    def search(self, queries: Any, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k `(scores, indices)`, both `[Q, k]`, best first.
+
+        k larger than the index is clamped to its size. For "hamming" the scores are negative
+        distances. Tied scores come in FAISS's order, except for a callable metric, which uses a
+        stable sort (lower index first).
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if len(self) == 0:
+            raise ValueError("cannot search an empty index: add embeddings first")
+        q = self._prepare(queries, "queries")
+        k = min(int(k), len(self))
+        if self.metric == "hamming":
+            distances, indices = self._faiss.search(self._pack(q), k)
+            return -torch.from_numpy(distances), torch.from_numpy(indices)
+        if self._faiss is not None:
+            scores, indices = self._faiss.search(np.ascontiguousarray(q.numpy()), k)
+            return torch.from_numpy(scores), torch.from_numpy(indices)
+        rows = max(1, _SEARCH_ELEMENTS // len(self))
+        top_scores, top_indices = [], []
+        for start in range(0, len(q), rows):
+            scores = self.scores(q[start : start + rows])
+            values, order = torch.sort(scores, dim=1, descending=True, stable=True)
+            top_scores.append(values[:, :k])
+            top_indices.append(order[:, :k])
+        return torch.cat(top_scores), torch.cat(top_indices)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write `index.faiss` and `index.json` (metric, dim, size) into `directory`, atomically."""
+        if self._scorer is not None:
+            raise ValueError(
+                "an index with a learned metric cannot be saved: the scorer is the model, not "
+                "part of the index; save the model and rebuild the index from its embeddings"
+            )
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.metric == "hamming":
+            data = faiss.serialize_index_binary(self._faiss)
+        else:
+            data = faiss.serialize_index(self._faiss)
+        _write_atomic(directory / _INDEX_FILE, data.tobytes())
+        config = {"metric": self.metric, "dim": self.dim, "size": len(self)}
+        _write_atomic(directory / _CONFIG_FILE, json.dumps(config, indent=2).encode())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> RetrievalIndex:
+        """Load an index written by `save`."""
+        directory = Path(directory)
+        config_path, index_path = directory / _CONFIG_FILE, directory / _INDEX_FILE
+        if not config_path.is_file() or not index_path.is_file():
+            raise ValueError(
+                f"no saved index in {directory} (expected {_CONFIG_FILE}, {_INDEX_FILE})"
+            )
+        config = json.loads(config_path.read_text())
+        index = cls(config["dim"], config["metric"])
+        data = np.frombuffer(index_path.read_bytes(), dtype=np.uint8)
+        if index.metric == "hamming":
+            index._faiss = faiss.deserialize_index_binary(data)
+        else:
+            index._faiss = faiss.deserialize_index(data)
+        n = index._faiss.ntotal
+        if n != config["size"]:
+            raise ValueError(
+                f"{index_path} holds {n} vectors but {config_path} says {config['size']}"
+            )
+        if n and index.metric == "hamming":
+            bits = np.unpackbits(index._faiss.reconstruct_n(0, n), axis=1)[:, : index.dim]
+            index._vectors = torch.from_numpy(bits.astype(np.int8) * 2 - 1)
+        elif n:
+            index._vectors = torch.from_numpy(index._faiss.reconstruct_n(0, n))
+        return index

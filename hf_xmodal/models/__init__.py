@@ -1,0 +1,32 @@
+"""Everything a checkpoint loads lives in this one flat folder.
+
+A checkpoint loaded with `trust_remote_code=True` can only import files beside its own modeling
+file, so the configs, models, processor and the pieces they share sit side by side here.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoProcessor
+
+from .configuration_dscmr import DSCMRConfig
+from .modeling_dscmr import DSCMRModel, DSCMRPreTrainedModel
+from .modeling_outputs import CrossModalOutput
+from .processing_xmodal import XmodalProcessor
+
+MODELS = {"dscmr": (DSCMRConfig, DSCMRModel)}
+"""Model name (its `model_type`) → (config class, model class)."""
+
+for _config_class, _model_class in MODELS.values():
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    AutoModel.register(_config_class, _model_class, exist_ok=True)
+    AutoProcessor.register(_config_class, XmodalProcessor, exist_ok=True)
+    _config_class.register_for_auto_class()
+    _model_class.register_for_auto_class("AutoModel")
+XmodalProcessor.register_for_auto_class()
+
+__all__ = [
+    "MODELS",
+    "CrossModalOutput",
+    "DSCMRConfig",
+    "DSCMRModel",
+    "DSCMRPreTrainedModel",
+    "XmodalProcessor",
+]

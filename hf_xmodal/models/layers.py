@@ -1,0 +1,52 @@
+"""Small building blocks shared by the models: tensors in, tensors out, no config objects."""
+
+import torch
+from torch import nn
+
+
+def check_features(features: torch.Tensor, dim: int, name: str) -> torch.Tensor:
+    """Return `features` as a float tensor after checking it is `(batch, dim)` and finite."""
+    if not isinstance(features, torch.Tensor):
+        features = torch.as_tensor(features)
+    if features.ndim != 2 or features.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (batch, {dim}), got {tuple(features.shape)}")
+    if features.shape[0] == 0:
+        raise ValueError(f"{name} is empty: the batch has no rows")
+    if not features.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {features.dtype}")
+    if not torch.isfinite(features).all():
+        bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{name} contains NaN or inf (rows {bad}...)")
+    return features
+
+
+def labels_to_targets(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Class indices `(batch,)` or multi-hot `(batch, num_labels)` → float multi-hot targets."""
+    if labels.ndim == 1:
+        if labels.is_floating_point():
+            raise ValueError(f"labels of shape (batch,) must be class indices, got {labels.dtype}")
+        if labels.min() < 0 or labels.max() >= num_labels:
+            raise ValueError(
+                f"labels must lie in [0, {num_labels}), got values in "
+                f"[{labels.min().item()}, {labels.max().item()}]"
+            )
+        return nn.functional.one_hot(labels, num_labels).float()
+    if labels.ndim == 2 and labels.shape[1] == num_labels:
+        return labels.float()
+    raise ValueError(
+        f"labels must be class indices (batch,) or multi-hot (batch, {num_labels}), "
+        f"got shape {tuple(labels.shape)}"
+    )
+
+
+class FeatureMLP(nn.Sequential):
+    """Linear → ReLU (→ Dropout) for each hidden size: a per-modality feature network."""
+
+    def __init__(self, input_dim: int, hidden_dims: list[int], dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        for hidden in hidden_dims:
+            layers += [nn.Linear(input_dim, hidden), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            input_dim = hidden
+        super().__init__(*layers)

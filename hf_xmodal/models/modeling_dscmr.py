@@ -1,0 +1,93 @@
+"""DSCMR-style supervised common-space model (Hu et al., CVPR 2019)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .configuration_dscmr import DSCMRConfig
+from .layers import FeatureMLP, check_features, labels_to_targets
+from .modeling_outputs import CrossModalOutput
+
+
+def label_similarity_nll(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+    """Mean of log(1 + e^θ) − S·θ with θ = cos(a, b) / 2 (DSCMR eq. 3)."""
+    theta = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / 2
+    return (F.softplus(theta) - sim * theta).mean()
+
+
+class DSCMRPreTrainedModel(PreTrainedModel):
+    config_class = DSCMRConfig
+    base_model_prefix = "dscmr"
+    main_input_name = "image_features"
+
+    def _init_weights(self, module: nn.Module):
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            init.zeros_(module.bias)
+
+
+class DSCMRModel(DSCMRPreTrainedModel):
+    """Per-modality MLPs → shared linear common space → shared linear label layer."""
+
+    def __init__(self, config: DSCMRConfig):
+        super().__init__(config)
+        hidden = list(config.hidden_dims)
+        self.image_encoder = FeatureMLP(config.image_feature_dim, hidden, config.dropout)
+        self.text_encoder = FeatureMLP(config.text_feature_dim, hidden, config.dropout)
+        self.common_projection = nn.Linear(hidden[-1], config.embed_dim)
+        self.label_classifier = nn.Linear(config.embed_dim, config.num_labels)
+        self.post_init()
+
+    def get_image_features(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Common-space image embeddings `(batch, embed_dim)`, compared by cosine."""
+        x = check_features(image_features, self.config.image_feature_dim, "image_features")
+        return self.common_projection(self.image_encoder(x))
+
+    def get_text_features(self, text_features: torch.Tensor) -> torch.Tensor:
+        """Common-space text embeddings `(batch, embed_dim)`, compared by cosine."""
+        x = check_features(text_features, self.config.text_feature_dim, "text_features")
+        return self.common_projection(self.text_encoder(x))
+
+    def forward(
+        self,
+        image_features: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> CrossModalOutput:
+        """Embed whichever modalities are given; with `labels` and both modalities, add the loss."""
+        u = self.get_image_features(image_features) if image_features is not None else None
+        v = self.get_text_features(text_features) if text_features is not None else None
+        out = CrossModalOutput(
+            image_embeds=u,
+            text_embeds=v,
+            image_logits=self.label_classifier(u) if u is not None else None,
+            text_logits=self.label_classifier(v) if v is not None else None,
+        )
+        if return_loss is False or (labels is None and not return_loss):
+            return out
+        if labels is None or u is None or v is None:
+            raise ValueError("the loss needs image_features, text_features and labels")
+        if len(labels) != len(u) or len(u) != len(v):
+            raise ValueError(
+                f"batch sizes differ: {len(u)} images, {len(v)} texts, {len(labels)} labels"
+            )
+        y = labels_to_targets(labels.to(u.device), self.config.num_labels)
+        sim = (y @ y.T > 0).float()
+        terms = {
+            # J1 = ||P^T U - Y||_F + ||P^T V - Y||_F (row-wise L2, averaged)
+            "label_space": (out.image_logits - y).norm(dim=1).mean()
+            + (out.text_logits - y).norm(dim=1).mean(),
+            # J2 = likelihood of label similarity for image-image, image-text and text-text pairs
+            "common_space": label_similarity_nll(u, u, sim)
+            + label_similarity_nll(u, v, sim)
+            + label_similarity_nll(v, v, sim),
+            # J3 = ||U - V||_F (row-wise L2, averaged)
+            "modality_invariance": (u - v).norm(dim=1).mean(),
+        }
+        weights = {name: getattr(self.config, f"{name}_weight") for name in terms}
+        out.loss = sum(weights[name] * term for name, term in terms.items())
+        out.loss_terms = {name: (weights[name] * t).detach() for name, t in terms.items()}
+        return out

@@ -1,0 +1,117 @@
+"""RetrievalIndex against brute-force scoring."""
+
+import json
+
+import pytest
+import torch
+
+from hf_xmodal.evaluation import RetrievalIndex, hamming_distance, pairwise_scores
+
+
+def randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def codes(n, bits, seed, zero_one=False):
+    c = torch.randint(0, 2, (n, bits), generator=torch.Generator().manual_seed(seed))
+    return c if zero_one else c * 2 - 1
+
+
+@pytest.mark.parametrize("metric", ["cosine", "inner_product"])
+def test_float_search_matches_brute_force(metric):
+    gallery, queries = randn(50, 8, seed=1), randn(7, 8, seed=2)
+    index = RetrievalIndex(8, metric)
+    index.add(gallery[:20])
+    index.add(gallery[20:].numpy())
+    assert len(index) == 50
+    expected = pairwise_scores(queries, gallery, metric)
+    torch.testing.assert_close(index.scores(queries), expected)
+    scores, indices = index.search(queries, 5)
+    top_scores, top_indices = expected.topk(5, dim=1)
+    assert indices.dtype == torch.int64 and torch.equal(indices, top_indices)
+    torch.testing.assert_close(scores, top_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_k_is_clamped_to_the_index_size():
+    index = RetrievalIndex(4)
+    index.add(randn(3, 4))
+    scores, indices = index.search(randn(2, 4, seed=1), 10)
+    assert scores.shape == indices.shape == (2, 3)
+    assert sorted(indices[0].tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "inner_product"])
+def test_save_load_round_trip(tmp_path, metric):
+    index = RetrievalIndex(6, metric)
+    index.add(randn(30, 6, seed=3) * 5)
+    queries = randn(4, 6, seed=4)
+    path = index.save(tmp_path / "idx")
+    assert json.loads((path / "index.json").read_text()) == {
+        "metric": metric,
+        "dim": 6,
+        "size": 30,
+    }
+    assert sorted(p.name for p in path.iterdir()) == ["index.faiss", "index.json"]
+    loaded = RetrievalIndex.load(path)
+    assert (loaded.metric, loaded.dim, len(loaded)) == (metric, 6, 30)
+    for a, b in zip(index.search(queries, 7), loaded.search(queries, 7), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(index.scores(queries), loaded.scores(queries))
+    loaded.add(randn(2, 6, seed=5))  # a loaded index keeps growing
+    assert len(loaded) == 32
+
+
+@pytest.mark.parametrize("bits", [8, 12, 32])
+@pytest.mark.parametrize("zero_one", [False, True])
+def test_binary_index_matches_hamming_distance(tmp_path, bits, zero_one):
+    gallery, queries = codes(60, bits, 6, zero_one), codes(9, bits, 7, not zero_one)
+    index = RetrievalIndex(bits, "hamming")
+    index.add(gallery)
+    dist = hamming_distance(queries, gallery)
+    assert torch.equal(index.scores(queries), -dist)
+    scores, indices = index.search(queries, 10)
+    # FAISS orders ties its own way: compare distances, and check each index's distance.
+    assert torch.equal(-scores, dist.sort(dim=1).values[:, :10])
+    assert torch.equal(dist.gather(1, indices), -scores)
+    loaded = RetrievalIndex.load(index.save(tmp_path))
+    assert torch.equal(loaded.scores(queries), -dist)
+    assert torch.equal(loaded.search(queries, 10)[0], scores)
+
+
+def test_learned_scorer_index():
+    weight = randn(5, 5, seed=8)
+    scorer = lambda q, g: q @ weight @ g.T  # noqa: E731
+    gallery, queries = randn(40, 5, seed=9).round(decimals=0), randn(6, 5, seed=10)
+    index = RetrievalIndex(5, scorer)
+    assert index.metric == "learned"
+    index.add(gallery)
+    expected = scorer(queries, gallery)
+    assert torch.equal(index.scores(queries), expected)
+    scores, indices = index.search(queries, 8)
+    values, order = torch.sort(expected, dim=1, descending=True, stable=True)
+    assert torch.equal(indices, order[:, :8]) and torch.equal(scores, values[:, :8])
+    with pytest.raises(ValueError, match="the scorer is the model"):
+        index.save("unused")
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        RetrievalIndex(0)
+    with pytest.raises(ValueError, match="metric must be"):
+        RetrievalIndex(4, "l2")
+    index = RetrievalIndex(4)
+    with pytest.raises(ValueError, match="empty index"):
+        index.search(randn(1, 4), 1)
+    with pytest.raises(ValueError, match=r"shape \[n, 4\]"):
+        index.add(randn(3, 5))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        index.add(torch.tensor([[1.0, float("nan"), 0.0, 0.0]]))
+    index.add(randn(3, 4))
+    with pytest.raises(ValueError, match=r"shape \[n, 4\]"):
+        index.search(randn(4), 1)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        index.search(randn(1, 4), 0)
+    with pytest.raises(ValueError, match="binary codes"):
+        RetrievalIndex(3, "hamming").add(torch.tensor([[0.5, 1.0, 0.0]]))
+    with pytest.raises(ValueError, match="no saved index"):
+        RetrievalIndex.load(tmp_path / "missing")
