@@ -7,6 +7,7 @@ file, so the configs, models, processor and the pieces they share sit side by si
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_dscmr import DSCMRConfig
+from .configuration_xmodal import XmodalConfig
 from .modeling_dscmr import DSCMRModel, DSCMRPreTrainedModel
 from .modeling_outputs import CrossModalOutput
 from .processing_xmodal import XmodalProcessor
@@ -28,5 +29,6 @@ __all__ = [
     "DSCMRConfig",
     "DSCMRModel",
     "DSCMRPreTrainedModel",
+    "XmodalConfig",
     "XmodalProcessor",
 ]

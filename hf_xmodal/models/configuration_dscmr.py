@@ -1,11 +1,12 @@
 """Configuration of the DSCMR-style supervised common-space baseline."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+
+from .configuration_xmodal import XmodalConfig
 
 
 @strict
-class DSCMRConfig(PreTrainedConfig):
+class DSCMRConfig(XmodalConfig):
     r"""Configuration of [`DSCMRModel`], the supervised common-space baseline of Hu et al.,
     "Deep Supervised Cross-modal Retrieval", CVPR 2019.
 
@@ -13,11 +14,11 @@ class DSCMRConfig(PreTrainedConfig):
     linear label layer shared by both predicts the labels. Loss (paper eq. 5):
     `J = label_space_weight·J1 + common_space_weight·J2 + modality_invariance_weight·J3`.
 
+    Inputs (`image_feature_dim`, `text_feature_dim`, `input_mode`, ...) are those of
+    [`XmodalConfig`]; the paper used 4096-d VGG-19 fc7 image features and 300-d Doc2Vec text
+    features.
+
     Args:
-        image_feature_dim (`int`, defaults to 128): size of the image input features
-            (Wikipedia SIFT: 128; paper: 4096 VGG-19 fc7).
-        text_feature_dim (`int`, defaults to 10): size of the text input features
-            (Wikipedia LDA: 10; paper: 300-d Doc2Vec / sentence CNN).
         hidden_dims (`list[int]`, defaults to `[1024]`): hidden sizes of each modality's MLP
             (paper's code: `[2048]`).
         embed_dim (`int`, defaults to 512): size of the common space (paper's code: 1024).
@@ -29,35 +30,33 @@ class DSCMRConfig(PreTrainedConfig):
             images, within texts and across); paper's code: 1e-3.
         modality_invariance_weight (`float`, defaults to 0.1): J3, the L2 distance between the two
             embeddings of each pair; paper's code: 0.1.
-        retrieval_metric (`str`, defaults to `"cosine"`): how `get_*_features` outputs are compared.
-        num_labels (`int`): number of classes; set from the training data.
 
     Setting a weight to 0 switches that loss term off.
     """
 
     model_type = "dscmr"
 
-    image_feature_dim: int = 128
-    text_feature_dim: int = 10
     hidden_dims: list[int] | tuple[int, ...] = (1024,)
     embed_dim: int = 512
     dropout: float | int = 0.0
     label_space_weight: float | int = 1.0
     common_space_weight: float | int = 1e-3
     modality_invariance_weight: float | int = 0.1
-    retrieval_metric: str = "cosine"
 
     def validate_dscmr(self):
         """Reject values that cannot build or train a model."""
-        for name in ("image_feature_dim", "text_feature_dim", "embed_dim"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.embed_dim <= 0:
+            raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
         if not self.hidden_dims or any(h <= 0 for h in self.hidden_dims):
-            raise ValueError(f"hidden_dims must be a non-empty list of positive sizes, got {self.hidden_dims}")
+            raise ValueError(
+                f"hidden_dims must be a non-empty list of positive sizes, got {self.hidden_dims}"
+            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("label_space_weight", "common_space_weight", "modality_invariance_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.retrieval_metric != "cosine":
-            raise ValueError(f"retrieval_metric must be 'cosine' for DSCMR, got {self.retrieval_metric!r}")
+            raise ValueError(
+                f"retrieval_metric must be 'cosine' for DSCMR, got {self.retrieval_metric!r}"
+            )

@@ -7,7 +7,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 
 from .configuration_dscmr import DSCMRConfig
-from .layers import FeatureMLP, check_features, labels_to_targets
+from .inputs import ModalityInputs
+from .layers import FeatureMLP, labels_to_targets
 from .modeling_outputs import CrossModalOutput
 
 
@@ -34,20 +35,21 @@ class DSCMRModel(DSCMRPreTrainedModel):
     def __init__(self, config: DSCMRConfig):
         super().__init__(config)
         hidden = list(config.hidden_dims)
+        self.inputs = ModalityInputs(config)
         self.image_encoder = FeatureMLP(config.image_feature_dim, hidden, config.dropout)
         self.text_encoder = FeatureMLP(config.text_feature_dim, hidden, config.dropout)
         self.common_projection = nn.Linear(hidden[-1], config.embed_dim)
         self.label_classifier = nn.Linear(config.embed_dim, config.num_labels)
         self.post_init()
 
-    def get_image_features(self, image_features: torch.Tensor) -> torch.Tensor:
+    def get_image_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Common-space image embeddings `(batch, embed_dim)`, compared by cosine."""
-        x = check_features(image_features, self.config.image_feature_dim, "image_features")
+        x = self.inputs.image(image_features)
         return self.common_projection(self.image_encoder(x))
 
-    def get_text_features(self, text_features: torch.Tensor) -> torch.Tensor:
+    def get_text_features(self, text_features: torch.Tensor | None = None) -> torch.Tensor:
         """Common-space text embeddings `(batch, embed_dim)`, compared by cosine."""
-        x = check_features(text_features, self.config.text_feature_dim, "text_features")
+        x = self.inputs.text(text_features)
         return self.common_projection(self.text_encoder(x))
 
     def forward(

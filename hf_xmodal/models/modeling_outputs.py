@@ -14,7 +14,7 @@ class CrossModalOutput(ModelOutput):
         loss: total training loss, present when labels are given (or `return_loss=True`).
         image_embeds: what retrieval uses for images, `(batch, embed_dim)`.
         text_embeds: what retrieval uses for texts, `(batch, embed_dim)`.
-        image_logits: per-image label scores, `(batch, num_labels)`, where the method predicts labels.
+        image_logits: per-image label scores `(batch, num_labels)`, if the method predicts labels.
         text_logits: per-text label scores, `(batch, num_labels)`.
         loss_terms: every weighted loss term by the name used in the config, detached.
     """
