@@ -1,7 +1,9 @@
 """Small building blocks shared by the models: tensors in, tensors out, no config objects."""
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.nn.functional import all_gather
 
 
 def check_features(features: torch.Tensor, dim: int, name: str) -> torch.Tensor:
@@ -50,3 +52,14 @@ class FeatureMLP(nn.Sequential):
                 layers.append(nn.Dropout(dropout))
             input_dim = hidden
         super().__init__(*layers)
+
+
+def gather_batch(x: torch.Tensor) -> torch.Tensor:
+    """Rows of `x` from every training process, concatenated in rank order, keeping gradients.
+
+    In-batch pairwise losses use it so that N processes with batches of B/N see the same pairs
+    as one process with a batch of B. Without distributed training it returns `x`.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return torch.cat(all_gather(x))

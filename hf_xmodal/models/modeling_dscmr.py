@@ -8,7 +8,7 @@ from transformers import initialization as init
 
 from .configuration_dscmr import DSCMRConfig
 from .inputs import ModalityInputs
-from .layers import FeatureMLP, labels_to_targets
+from .layers import FeatureMLP, gather_batch, labels_to_targets
 from .modeling_outputs import CrossModalOutput
 
 
@@ -77,15 +77,17 @@ class DSCMRModel(DSCMRPreTrainedModel):
                 f"batch sizes differ: {len(u)} images, {len(v)} texts, {len(labels)} labels"
             )
         y = labels_to_targets(labels.to(u.device), self.config.num_labels)
-        sim = (y @ y.T > 0).float()
+        # Pairs of this batch's rows with the whole batch across processes.
+        all_u, all_v, all_y = gather_batch(u), gather_batch(v), gather_batch(y)
+        sim = (y @ all_y.T > 0).float()
         terms = {
             # J1 = ||P^T U - Y||_F + ||P^T V - Y||_F (row-wise L2, averaged)
             "label_space": (out.image_logits - y).norm(dim=1).mean()
             + (out.text_logits - y).norm(dim=1).mean(),
             # J2 = likelihood of label similarity for image-image, image-text and text-text pairs
-            "common_space": label_similarity_nll(u, u, sim)
-            + label_similarity_nll(u, v, sim)
-            + label_similarity_nll(v, v, sim),
+            "common_space": label_similarity_nll(u, all_u, sim)
+            + label_similarity_nll(u, all_v, sim)
+            + label_similarity_nll(v, all_v, sim),
             # J3 = ||U - V||_F (row-wise L2, averaged)
             "modality_invariance": (u - v).norm(dim=1).mean(),
         }
