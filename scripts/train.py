@@ -237,6 +237,7 @@ def main(argv: list[str]) -> dict:
             unwrapped.set_training_stage(stage)
             if epoch > 1 and schedule[epoch - 2] != stage:
                 optimizer.optimizer.state.clear()  # fresh Adam moments for each stage
+        train_loader.set_epoch(epoch - 1)  # the same shuffle order whether resumed or not
         model.train()
         total_loss = torch.zeros((), device=accelerator.device)
         for step, batch in enumerate(train_loader):

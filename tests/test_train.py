@@ -1,0 +1,105 @@
+"""scripts/train.py end to end on the bundled Wikipedia data."""
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoProcessor
+
+from hf_xmodal.data import load_dataset_by_name
+from hf_xmodal.evaluation import evaluate_retrieval
+from hf_xmodal.training import load_results
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
+SMALL = ["--model_config", '{"hidden_dims": [64], "embed_dim": 32}', "--eval_every", "1"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_script().main
+
+
+def test_train_writes_a_loadable_model_and_results(train, tmp_path):
+    results = train([*SMALL, "--epochs", "8", "--output_dir", str(tmp_path)])
+    saved = load_results(tmp_path)
+    assert saved["test"]["map_avg"] == pytest.approx(results["test"]["map_avg"])
+    assert saved["split_sizes"] == {"train": 2173, "validation": 231, "test": 462}
+    assert [p["epoch"] for p in saved["validation_curve"]] == list(range(1, 9))
+    best = max(saved["validation_curve"], key=lambda p: p["map_avg"])
+    assert saved["best_epoch"] == best["epoch"]
+    assert saved["test"]["map_avg"] > 0.2  # chance level is about 0.11
+    assert (tmp_path / "pr_curve.png").stat().st_size > 0
+
+    model = AutoModel.from_pretrained(tmp_path / "model").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "model")
+    assert model.config.id2label[0] == "art"
+    test = load_dataset_by_name("wikipedia")["test"].with_format("numpy")
+    batch = processor(image_features=test["image_features"], text_features=test["text_features"])
+    with torch.no_grad():
+        out = model(**batch)
+    metrics = evaluate_retrieval(out.image_embeds, out.text_embeds, test["label"], test["label"])
+    assert metrics["map_avg"] == pytest.approx(saved["test"]["map_avg"], abs=1e-6)
+
+
+def test_resume_continues_exactly_where_training_stopped(train, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train([*SMALL, "--epochs", "4", "--output_dir", str(straight)])
+    train([*SMALL, "--epochs", "2", "--output_dir", str(resumed)])
+    with pytest.raises(SystemExit, match="--resume"):
+        train([*SMALL, "--epochs", "4", "--output_dir", str(resumed)])
+    train([*SMALL, "--epochs", "4", "--output_dir", str(resumed), "--resume"])
+    a = load_file(straight / "checkpoints" / "epoch_4" / "model.safetensors")
+    b = load_file(resumed / "checkpoints" / "epoch_4" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    assert load_results(straight)["test"] == load_results(resumed)["test"]
+
+
+def test_arguments_from_a_json_file(train, tmp_path):
+    args = {"epochs": 1, "output_dir": str(tmp_path / "run"), "model_config": '{"embed_dim": 16}'}
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    results = train([str(tmp_path / "args.json")])
+    assert results["config"]["embed_dim"] == 16 and results["hyperparameters"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nope"], "--model must be one of"),
+        (["--model_config", "{bad"], "not valid JSON"),
+        (["--model_config", '{"embed_dim": 0}'], "embed_dim"),
+        (["--epochs", "0"], "--epochs must be positive"),
+        (["--dataset", "no_such_dataset"], "unknown dataset"),
+    ],
+)
+def test_bad_arguments_fail_clearly(train, tmp_path, argv, message):
+    with pytest.raises((SystemExit, Exception), match=message):
+        train([*argv, "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one(tmp_path):
+    """The default run as 2 CPU processes gives the single-process test MAP within ±0.01."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    runs = {}
+    for n in (1, 2):
+        launch = ["accelerate", "launch", "--num_processes", str(n)]
+        launch += ["--multi_gpu"] if n > 1 else []
+        out = tmp_path / f"p{n}"
+        subprocess.run([*launch, str(SCRIPT), "--output_dir", str(out)], env=env, check=True)
+        runs[n] = load_results(out)
+    assert runs[2]["num_processes"] == 2
+    for key in ("map_i2t", "map_t2i"):
+        assert abs(runs[1]["test"][key] - runs[2]["test"][key]) <= 0.01, key
