@@ -25,13 +25,15 @@ class DSCMRConfig(XmodalConfig):
         dropout (`float`, defaults to 0.0): dropout after each hidden layer.
         label_space_weight (`float`, defaults to 1.0): J1, the label-space discrimination loss
             (regression of the shared label layer's output onto the one/multi-hot labels).
-        common_space_weight (`float`, defaults to 1e-3): J2, the common-space discrimination loss
+        common_space_weight (`float`, defaults to 1.0): J2, the common-space discrimination loss
             (negative log-likelihood of label similarity under the embeddings' cosine, within
-            images, within texts and across); paper's code: 1e-3.
+            images, within texts and across, averaged over pairs); paper's code: 1e-3.
         modality_invariance_weight (`float`, defaults to 0.1): J3, the L2 distance between the two
             embeddings of each pair; paper's code: 0.1.
 
-    Setting a weight to 0 switches that loss term off.
+    Setting a weight to 0 switches that loss term off. The defaults were chosen on the Wikipedia
+    validation split (learning rate {1e-4, 1e-3} × J2 weight {1e-3, 0.1, 1} × J3 weight {0.1, 1},
+    40 epochs, Adam β1 0.5, batch 100).
     """
 
     model_type = "dscmr"
@@ -40,7 +42,7 @@ class DSCMRConfig(XmodalConfig):
     embed_dim: int = 512
     dropout: float | int = 0.0
     label_space_weight: float | int = 1.0
-    common_space_weight: float | int = 1e-3
+    common_space_weight: float | int = 1.0
     modality_invariance_weight: float | int = 0.1
 
     def validate_dscmr(self):
