@@ -1,0 +1,161 @@
+"""Classical baselines every results table carries: CCA and label prediction (PROTOCOL.md).
+
+Both take per-modality feature matrices, return retrieval vectors compared by cosine, and choose
+their hyperparameters on the validation split only (:func:`select_on_validation`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import linalg
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+
+from .evaluation import evaluate_retrieval
+
+
+def _check_pair(image_features: Any, text_features: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(image_features, dtype=np.float64)
+    y = np.asarray(text_features, dtype=np.float64)
+    for name, a in (("image_features", x), ("text_features", y)):
+        if a.ndim != 2 or len(a) == 0:
+            raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or inf")
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} image rows but {len(y)} text rows: pairs must align")
+    return x, y
+
+
+class CCA:
+    """Canonical correlation analysis with ridge-regularised covariances (correlation matching).
+
+    Args:
+        n_components: canonical directions kept (default: all, `min` of the two widths).
+        reg: added to the diagonal of each modality's covariance.
+    """
+
+    def __init__(self, n_components: int | None = None, reg: float = 1e-6):
+        if reg < 0:
+            raise ValueError(f"reg must be >= 0, got {reg}")
+        self.n_components = n_components
+        self.reg = reg
+
+    def fit(self, image_features: Any, text_features: Any) -> CCA:
+        x, y = _check_pair(image_features, text_features)
+        max_components = min(x.shape[1], y.shape[1])
+        k = self.n_components or max_components
+        if not 0 < k <= max_components:
+            raise ValueError(f"n_components must be in [1, {max_components}], got {k}")
+        self.image_mean_, self.text_mean_ = x.mean(0), y.mean(0)
+        x, y = x - self.image_mean_, y - self.text_mean_
+        n = len(x) - 1
+        wx = _inverse_sqrt(x.T @ x / n + self.reg * np.eye(x.shape[1]))
+        wy = _inverse_sqrt(y.T @ y / n + self.reg * np.eye(y.shape[1]))
+        u, corr, vt = np.linalg.svd(wx @ (x.T @ y / n) @ wy, full_matrices=False)
+        self.image_weights_ = wx @ u[:, :k]
+        self.text_weights_ = wy @ vt.T[:, :k]
+        self.correlations_ = corr[:k]
+        return self
+
+    def transform_image(self, image_features: Any) -> np.ndarray:
+        return (np.asarray(image_features, np.float64) - self.image_mean_) @ self.image_weights_
+
+    def transform_text(self, text_features: Any) -> np.ndarray:
+        return (np.asarray(text_features, np.float64) - self.text_mean_) @ self.text_weights_
+
+    def embed(self, image_features: Any, text_features: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.transform_image(image_features), self.transform_text(text_features)
+
+    @property
+    def num_parameters(self) -> int:
+        return self.image_weights_.size + self.text_weights_.size
+
+
+def _inverse_sqrt(cov: np.ndarray) -> np.ndarray:
+    values, vectors = linalg.eigh(cov)
+    if values.min() <= 0:
+        raise ValueError("a covariance is singular: increase reg")
+    return (vectors / np.sqrt(values)) @ vectors.T
+
+
+class LabelPrediction:
+    """Retrieval by predicted class distributions (Liu et al., 2017).
+
+    One logistic regression per modality (one-vs-rest for multi-hot labels); an item's retrieval
+    vector is its predicted class-probability vector, compared by cosine.
+
+    Args:
+        C: inverse regularisation strength of the logistic regressions.
+    """
+
+    def __init__(self, C: float = 1.0):
+        if C <= 0:
+            raise ValueError(f"C must be positive, got {C}")
+        self.C = C
+
+    def fit(self, image_features: Any, text_features: Any, labels: Any) -> LabelPrediction:
+        x, y = _check_pair(image_features, text_features)
+        labels = np.asarray(labels)
+        if len(labels) != len(x):
+            raise ValueError(f"{len(labels)} labels for {len(x)} pairs")
+
+        def classifier():
+            model = LogisticRegression(C=self.C, max_iter=2000)
+            return OneVsRestClassifier(model) if labels.ndim == 2 else model
+
+        self.image_classifier_ = classifier().fit(x, labels)
+        self.text_classifier_ = classifier().fit(y, labels)
+        return self
+
+    def embed(self, image_features: Any, text_features: Any) -> tuple[np.ndarray, np.ndarray]:
+        x, y = _check_pair(image_features, text_features)
+        return self.image_classifier_.predict_proba(x), self.text_classifier_.predict_proba(y)
+
+    @property
+    def num_parameters(self) -> int:
+        def count(clf):
+            estimators = getattr(clf, "estimators_", [clf])
+            return sum(e.coef_.size + e.intercept_.size for e in estimators)
+
+        return count(self.image_classifier_) + count(self.text_classifier_)
+
+
+@dataclass
+class Selection:
+    """The outcome of :func:`select_on_validation`."""
+
+    model: CCA | LabelPrediction
+    params: dict[str, Any]
+    validation: dict[str, float]
+    grid: list[dict[str, Any]]
+
+
+def select_on_validation(
+    fit: Callable[..., CCA | LabelPrediction],
+    grid: dict[str, Iterable[Any]],
+    validation: tuple[Any, Any, Any],
+    score: Callable[[np.ndarray, np.ndarray, Any], dict[str, float]] | None = None,
+    key: str = "map_avg",
+) -> Selection:
+    """Fit `fit(**params)` for every point of `grid`; keep the best `key` on validation.
+
+    `validation` is `(image_features, text_features, labels)`; `score(image_vectors,
+    text_vectors, labels)` defaults to cosine MAP (:func:`evaluate_retrieval`).
+    """
+    score = score or (lambda u, v, labels: evaluate_retrieval(u, v, labels, labels))
+    best, points = None, []
+    names = list(grid)
+    for values in itertools.product(*(list(grid[n]) for n in names)):
+        params = dict(zip(names, values, strict=True))
+        model = fit(**params)
+        metrics = score(*model.embed(validation[0], validation[1]), validation[2])
+        points.append({**params, key: metrics[key]})
+        if best is None or metrics[key] > best.validation[key]:
+            best = Selection(model, params, metrics, points)
+    return best
