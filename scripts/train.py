@@ -64,6 +64,9 @@ class TrainArguments:
     epochs: int = field(default=40, metadata={"help": "epochs over all training stages"})
     batch_size: int = field(default=100, metadata={"help": "global batch, split over processes"})
     learning_rate: float = 1e-3
+    lr_schedule: str = field(
+        default="cosine", metadata={"help": "cosine (decay to 0 in each stage) or constant"}
+    )
     weight_decay: float = 0.0
     adam_beta1: float = 0.5
     adam_beta2: float = 0.999
@@ -83,6 +86,8 @@ def parse_args(argv: list[str]) -> TrainArguments:
     for name in ("epochs", "batch_size", "eval_every"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.lr_schedule not in ("cosine", "constant"):
+        raise SystemExit(f"--lr_schedule must be cosine or constant, got {args.lr_schedule!r}")
     if args.output_dir is None:
         name = Path(args.dataset).name if os.sep in args.dataset else args.dataset
         args.output_dir = f"runs/{args.model}-{name}-seed{args.seed}"
@@ -123,6 +128,14 @@ def stage_schedule(model, epochs: int) -> list[str]:
     if len(schedule) != epochs:
         raise SystemExit(f"the model's stages cover {len(schedule)} epochs, not {epochs}")
     return schedule
+
+
+def lr_factor(schedule: list[str], epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Cosine decay from 1 to 0 over the epochs of the current stage."""
+    stage = schedule[epoch - 1]
+    first, n = schedule.index(stage), schedule.count(stage)
+    progress = ((epoch - 1 - first) * steps_per_epoch + step) / (n * steps_per_epoch)
+    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:
@@ -241,6 +254,10 @@ def main(argv: list[str]) -> dict:
         model.train()
         total_loss = torch.zeros((), device=accelerator.device)
         for step, batch in enumerate(train_loader):
+            if args.lr_schedule == "cosine":
+                factor = lr_factor(schedule, epoch, step, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = args.learning_rate * factor
             if hasattr(unwrapped, "set_training_progress"):
                 unwrapped.set_training_progress(
                     ((epoch - 1) * steps_per_epoch + step) / total_steps
