@@ -23,7 +23,8 @@ _FROM_FOLDER: dict[str, Callable[..., DatasetDict]] = {
     "flickr8k": load_flickr8k,
     "fashion": load_fashion,
 }
-DATASET_NAMES = (*_BUNDLED, *_FROM_FOLDER)
+_TOWER_FEATURES = {"flickr8k_features": "flickr8k", "fashion_features": "fashion"}
+DATASET_NAMES = (*_BUNDLED, *_FROM_FOLDER, *_TOWER_FEATURES, "wikipedia_minilm")
 
 
 def load_dataset_by_name(
@@ -35,13 +36,21 @@ def load_dataset_by_name(
 
     Names: ``wikipedia`` (train/validation/test), ``wikipedia_full_test`` (train/test with the
     whole official test set), ``flickr8k`` and ``fashion`` (``data_dir``: raw or saved folder,
-    default under ``../shared/data``). A path may be a DatasetDict saved with ``save_to_disk``
+    default under ``../shared/data``); with pretrained-tower features (extracted once, then
+    cached): ``flickr8k_features``, ``fashion_features`` and ``wikipedia_minilm``.
+    A path may be a DatasetDict saved with ``save_to_disk``
     or a feature file/folder for :func:`load_paired_features` (``validation_size`` applies there).
     """
     key = str(name)
     if key in DATASET_NAMES:
         if validation_size is not None:
             raise ValueError(f"validation_size only applies to feature files, not to '{key}'")
+        if key in _TOWER_FEATURES or key == "wikipedia_minilm":
+            from .extraction import load_tower_features
+
+            if key == "wikipedia_minilm" and data_dir is not None:
+                raise ValueError("'wikipedia_minilm' is built from bundled data; no data_dir")
+            return load_tower_features(_TOWER_FEATURES.get(key, key), data_dir)
         if key in _BUNDLED:
             if data_dir is not None:
                 raise ValueError(f"'{key}' is bundled with the package; do not pass data_dir")

@@ -10,7 +10,7 @@ from .configuration_dscmr import DSCMRConfig
 from .configuration_xmodal import XmodalConfig
 from .modeling_dscmr import DSCMRModel, DSCMRPreTrainedModel
 from .modeling_outputs import CrossModalOutput
-from .processing_xmodal import XmodalProcessor
+from .processing_xmodal import XmodalProcessor, XmodalTowerProcessor
 
 MODELS = {"dscmr": (DSCMRConfig, DSCMRModel)}
 """Model name (its `model_type`) → (config class, model class)."""
@@ -21,7 +21,11 @@ for _config_class, _model_class in MODELS.values():
     AutoProcessor.register(_config_class, XmodalProcessor, exist_ok=True)
     _config_class.register_for_auto_class()
     _model_class.register_for_auto_class("AutoModel")
+# AutoProcessor finds a saved processor by the class name in processor_config.json among the
+# registered ones, so the tower processor is registered too (under the shared base config).
+AutoProcessor.register(XmodalConfig, XmodalTowerProcessor, exist_ok=True)
 XmodalProcessor.register_for_auto_class()
+XmodalTowerProcessor.register_for_auto_class()
 
 __all__ = [
     "MODELS",
@@ -31,4 +35,5 @@ __all__ = [
     "DSCMRPreTrainedModel",
     "XmodalConfig",
     "XmodalProcessor",
+    "XmodalTowerProcessor",
 ]

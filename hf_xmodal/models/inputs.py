@@ -1,10 +1,15 @@
-"""What every model's `get_*_features` starts from: checked feature vectors for each modality."""
+"""What every model's `get_*_features` starts from: checked feature vectors for each modality.
+
+In `"raw"` input mode the pretrained towers live here and turn pixels and tokens into those
+features; precomputed tower features are accepted too, so cached features train the same model.
+"""
 
 import torch
 from torch import nn
 
 from .configuration_xmodal import XmodalConfig
 from .layers import check_features
+from .towers import ImageTower, TextTower, text_tower_config
 
 
 class ModalityInputs(nn.Module):
@@ -14,15 +19,61 @@ class ModalityInputs(nn.Module):
         super().__init__()
         self.image_feature_dim = config.image_feature_dim
         self.text_feature_dim = config.text_feature_dim
+        self.train_towers = config.train_towers
+        self.image_tower = self.text_tower = None
+        if config.input_mode == "raw":
+            fresh = config.text_tower_config is None
+            if fresh:
+                config.text_tower_config = text_tower_config()
+            self.image_tower = ImageTower(pretrained=fresh)
+            self.text_tower = TextTower(config.text_tower_config, pretrained=fresh)
+            for tower in (self.image_tower, self.text_tower):
+                tower.requires_grad_(config.train_towers)
+                if fresh:  # keep the pretrained weights through the model's post_init
+                    for module in tower.modules():
+                        module._is_hf_initialized = True
 
-    def image(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Image features `(batch, image_feature_dim)`."""
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for tower in (self.image_tower, self.text_tower):
+            if tower is not None and not self.train_towers:
+                tower.eval()  # frozen towers keep their batch-norm statistics
+        return self
+
+    def _run(self, tower: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(self.train_towers and torch.is_grad_enabled()):
+            return tower(*inputs)
+
+    def image(
+        self, image_features: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image features `(batch, image_feature_dim)` from features or (raw mode) pixels."""
+        if pixel_values is not None:
+            if self.image_tower is None:
+                raise ValueError("pixel_values need a model with input_mode='raw'")
+            if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+                raise ValueError(
+                    "pixel_values must be (batch, 3, height, width), "
+                    f"got {tuple(pixel_values.shape)}"
+                )
+            image_features = self._run(self.image_tower, pixel_values)
         if image_features is None:
-            raise ValueError("give image_features")
+            raise ValueError("give image_features or pixel_values")
         return check_features(image_features, self.image_feature_dim, "image_features")
 
-    def text(self, text_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Text features `(batch, text_feature_dim)`."""
+    def text(
+        self,
+        text_features: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Text features `(batch, text_feature_dim)` from features or (raw mode) tokens."""
+        if input_ids is not None:
+            if self.text_tower is None:
+                raise ValueError("input_ids need a model with input_mode='raw'")
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            text_features = self._run(self.text_tower, input_ids, attention_mask)
         if text_features is None:
-            raise ValueError("give text_features")
+            raise ValueError("give text_features or input_ids")
         return check_features(text_features, self.text_feature_dim, "text_features")

@@ -42,14 +42,21 @@ class DSCMRModel(DSCMRPreTrainedModel):
         self.label_classifier = nn.Linear(config.embed_dim, config.num_labels)
         self.post_init()
 
-    def get_image_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def get_image_features(
+        self, image_features: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Common-space image embeddings `(batch, embed_dim)`, compared by cosine."""
-        x = self.inputs.image(image_features)
+        x = self.inputs.image(image_features, pixel_values)
         return self.common_projection(self.image_encoder(x))
 
-    def get_text_features(self, text_features: torch.Tensor | None = None) -> torch.Tensor:
+    def get_text_features(
+        self,
+        text_features: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Common-space text embeddings `(batch, embed_dim)`, compared by cosine."""
-        x = self.inputs.text(text_features)
+        x = self.inputs.text(text_features, input_ids, attention_mask)
         return self.common_projection(self.text_encoder(x))
 
     def forward(
@@ -58,10 +65,16 @@ class DSCMRModel(DSCMRPreTrainedModel):
         text_features: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> CrossModalOutput:
         """Embed whichever modalities are given; with `labels` and both modalities, add the loss."""
-        u = self.get_image_features(image_features) if image_features is not None else None
-        v = self.get_text_features(text_features) if text_features is not None else None
+        u = v = None
+        if image_features is not None or pixel_values is not None:
+            u = self.get_image_features(image_features, pixel_values)
+        if text_features is not None or input_ids is not None:
+            v = self.get_text_features(text_features, input_ids, attention_mask)
         out = CrossModalOutput(
             image_embeds=u,
             text_embeds=v,

@@ -1,0 +1,132 @@
+"""Pretrained-tower features for whole datasets, extracted once and cached by fingerprint.
+
+`datasets.map` writes each split's features to a cache file named by the input's fingerprint and
+the towers' version, so a second load reads them back in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from datasets import Dataset, DatasetDict, List, Value
+from datasets.fingerprint import Hasher
+
+from ..models.configuration_xmodal import TOWER_DIMS
+from ..models.processing_xmodal import XmodalTowerProcessor
+from ..models.towers import IMAGE_TOWER, ImageTower, TextTower, text_tower_config
+
+CACHE_DIR = Path(os.environ.get("HF_XMODAL_CACHE", Path.home() / ".cache" / "hf_xmodal"))
+TOWERS_VERSION = f"{IMAGE_TOWER}+all-MiniLM-L6-v2/1"
+"""Changes whenever the towers' outputs would change; part of every cache key."""
+TOWER_FEATURE_DATASETS = ("flickr8k", "fashion", "wikipedia_minilm")
+
+
+class Towers:
+    """Both pretrained towers and their processor, in eval mode, for feature extraction."""
+
+    def __init__(self):
+        self.processor = XmodalTowerProcessor.from_towers()
+        self.image = ImageTower(pretrained=True).eval()
+        self.text = TextTower(text_tower_config(), pretrained=True).eval()
+
+    @torch.inference_mode()
+    def embed_images(self, images: list) -> torch.Tensor:
+        return self.image(self.processor(images=images)["pixel_values"])
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        batch = self.processor(text=texts)
+        return self.text(batch["input_ids"], batch["attention_mask"])
+
+
+def caption_pairs(dataset: DatasetDict) -> DatasetDict:
+    """One row per (image, caption) pair, with `image_index`: the image's row in its split."""
+
+    def explode(batch, indices):
+        n = [len(c) for c in batch["captions"]]
+        out = {k: [v for v, m in zip(batch[k], n, strict=True) for _ in range(m)] for k in batch}
+        out["text"] = [c for captions in batch["captions"] for c in captions]
+        out["image_index"] = [i for i, m in zip(indices, n, strict=True) for _ in range(m)]
+        return out
+
+    return dataset.map(
+        explode, batched=True, with_indices=True, remove_columns=["captions"], desc="captions"
+    )
+
+
+def extract_features(
+    dataset: DatasetDict,
+    images: bool = True,
+    texts: bool = True,
+    batch_size: int = 64,
+    towers: Towers | None = None,
+    cache_dir: str | os.PathLike = CACHE_DIR,
+) -> DatasetDict:
+    """Add `image_features` (1280-d, from the `image` column) and `text_features` (384-d, from
+    `text`) to every split, dropping the decoded images. Cached under `cache_dir` by fingerprint.
+    """
+    towers = towers or Towers()
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    if images:
+        jobs.append(
+            ("image", "image_features", towers.embed_images, TOWER_DIMS["image_feature_dim"])
+        )
+    if texts:
+        jobs.append(("text", "text_features", towers.embed_texts, TOWER_DIMS["text_feature_dim"]))
+    out = {}
+    for split, data in dataset.items():
+        for column, target, embed, dim in jobs:
+            if column not in data.column_names:
+                raise ValueError(f"split '{split}' has no '{column}' column: {data.column_names}")
+            data = _extract(data, column, target, embed, dim, batch_size, cache_dir, split)
+        out[split] = data
+    return DatasetDict(out)
+
+
+def _extract(
+    data: Dataset, column, target, embed, dim, batch_size, cache_dir: Path, split: str
+) -> Dataset:
+    fingerprint = Hasher.hash((data._fingerprint, column, TOWERS_VERSION))
+    features = data.features.copy()
+    features[target] = List(Value("float32"), length=dim)
+    if column == "image":
+        del features["image"]
+    return data.map(
+        lambda batch: {target: embed(batch[column]).numpy()},
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=["image"] if column == "image" else None,
+        features=features,
+        cache_file_name=str(cache_dir / f"{fingerprint}.arrow"),
+        new_fingerprint=fingerprint,
+        desc=f"{column} features ({split})",
+    )
+
+
+def load_tower_features(
+    name: str, data_dir: str | os.PathLike | None = None, batch_size: int = 64
+) -> DatasetDict:
+    """A registered dataset with pretrained-tower features in place of raw images / texts.
+
+    `flickr8k` (one row per caption; `image_index` names its image), `fashion`, and
+    `wikipedia_minilm` (the bundled SIFT image features with MiniLM features of the raw texts).
+    """
+    from .registry import load_dataset_by_name
+
+    if name == "wikipedia_minilm":
+        data = load_dataset_by_name("wikipedia").remove_columns("text_features")
+        return extract_features(data, images=False, batch_size=batch_size)
+    if name not in ("flickr8k", "fashion"):
+        raise ValueError(
+            f"no tower features for '{name}': use flickr8k, fashion or wikipedia_minilm"
+        )
+    data = load_dataset_by_name(name, data_dir)
+    towers = Towers()
+    if name == "fashion":
+        return extract_features(data, batch_size=batch_size, towers=towers)
+    data = caption_pairs(extract_features(data, texts=False, batch_size=batch_size, towers=towers))
+    return extract_features(data, images=False, batch_size=batch_size, towers=towers)
