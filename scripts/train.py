@@ -37,8 +37,10 @@ from hf_xmodal.training import (
     atomic_write_text,
     config_hash,
     embed_split,
+    headline,
     pr_curves,
     score_embeddings,
+    selection_key,
     write_results,
 )
 
@@ -107,11 +109,13 @@ def config_overrides(text: str | None) -> dict:
 
 
 def label_column(dataset) -> str:
-    for name in ("label", "labels"):
+    """`label`/`labels` for labelled pairs; `image_index` for caption data (pair identity)."""
+    for name in ("label", "labels", "image_index"):
         if name in dataset.column_names:
             return name
     raise SystemExit(
-        f"the dataset has no 'label' or 'labels' column (columns: {dataset.column_names})"
+        "the dataset has no 'label', 'labels' or 'image_index' column "
+        f"(columns: {dataset.column_names})"
     )
 
 
@@ -192,15 +196,18 @@ def main(argv: list[str]) -> dict:
         raise SystemExit(f"the dataset lacks the split(s) {missing}; it has {list(data)}")
     image_dim, text_dim = validate_feature_dataset(data["train"])
     label_name = label_column(data["train"])
+    captions = label_name == "image_index"
     label_feature = data["train"].features[label_name]
     if isinstance(label_feature, ClassLabel):
-        names = label_feature.names
+        labels = {"id2label": dict(enumerate(label_feature.names))}
+    elif captions:  # each training image is its own class
+        labels = {"num_labels": max(data["train"]["image_index"]) + 1}
     else:
-        names = [str(i) for i in range(label_feature.length)]
+        labels = {"num_labels": label_feature.length}
     config = config_class(
         image_feature_dim=image_dim,
         text_feature_dim=text_dim,
-        id2label=dict(enumerate(names)),
+        **labels,
         **config_overrides(args.model_config),
     )
     model = model_class(config)
@@ -227,7 +234,8 @@ def main(argv: list[str]) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     schedule = stage_schedule(unwrapped, args.epochs)
 
-    state = {"epoch": 0, "best_map": -math.inf, "best_epoch": None, "curve": [], "seconds": 0.0}
+    key = selection_key(captions)
+    state = {"epoch": 0, "best": -math.inf, "best_epoch": None, "curve": [], "seconds": 0.0}
     best_weights = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
     last = latest_checkpoint(checkpoints) if args.resume else None
     if last is not None:
@@ -272,22 +280,23 @@ def main(argv: list[str]) -> dict:
         if epoch % args.eval_every and not last_of_stage:
             bar.set_postfix(loss=f"{epoch_loss:.4f}")
             continue
-        metrics = score_embeddings(unwrapped, embed_split(model, validation_loader, accelerator))
+        embeds = embed_split(model, validation_loader, accelerator)
+        metrics = score_embeddings(unwrapped, embeds, captions)
         state["curve"].append(
-            {"epoch": epoch, "stage": stage, "loss": epoch_loss, "map_avg": metrics["map_avg"]}
+            {"epoch": epoch, "stage": stage, "loss": epoch_loss, key: metrics[key]}
         )
         # Only the final stage produces the model that retrieval uses.
-        if schedule[-1] == stage and metrics["map_avg"] > state["best_map"]:
-            state.update(best_map=metrics["map_avg"], best_epoch=epoch, best_validation=metrics)
+        if schedule[-1] == stage and metrics[key] > state["best"]:
+            state.update(best=metrics[key], best_epoch=epoch, best_validation=metrics)
             best_weights = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
         state.update(epoch=epoch, seconds=time.perf_counter() - start)
         save_checkpoint(accelerator, checkpoints, state, best_weights)
-        bar.set_postfix(loss=f"{epoch_loss:.4f}", val_map=f"{metrics['map_avg']:.4f}")
+        bar.set_postfix({"loss": f"{epoch_loss:.4f}", f"val_{key}": f"{metrics[key]:.4f}"})
     train_time = time.perf_counter() - start
 
     unwrapped.load_state_dict(best_weights)
     embeds = embed_split(model, test_loader, accelerator)
-    test = score_embeddings(unwrapped, embeds)
+    test = score_embeddings(unwrapped, embeds, captions)
     results = {
         "method": args.model,
         "model_type": config.model_type,
@@ -312,13 +321,12 @@ def main(argv: list[str]) -> dict:
         save_pretrained_atomically(unwrapped, processor, output_dir / "model")
         write_results(output_dir / RESULTS_FILE, results)
         plot_pr_curves(
-            pr_curves(unwrapped, embeds),
+            pr_curves(unwrapped, embeds, captions),
             output_dir / "pr_curve.png",
             title=f"{args.model} on {args.dataset} (test)",
         )
         accelerator.print(
-            f"test MAP  image→text {test['map_i2t']:.4f}  text→image {test['map_t2i']:.4f}  "
-            f"average {test['map_avg']:.4f}  (best validation epoch {state['best_epoch']}, "
+            f"test {headline(test)}  (best validation epoch {state['best_epoch']}, "
             f"{train_time:.1f} s)\nsaved to {output_dir}"
         )
     accelerator.end_training()

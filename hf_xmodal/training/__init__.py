@@ -1,16 +1,25 @@
 """What `scripts/train.py` needs beyond the models: evaluation during training, results files."""
 
-from .evaluation import embed_split, pr_curves, score_embeddings, similarity_matrix
-from .results import RESULTS_FILE, atomic_write_text, config_hash, load_results, write_results
+from .evaluation import embed_split, pr_curves, score_embeddings, selection_key, unique_images
+from .results import (
+    RESULTS_FILE,
+    atomic_write_text,
+    config_hash,
+    headline,
+    load_results,
+    write_results,
+)
 
 __all__ = [
     "RESULTS_FILE",
     "atomic_write_text",
     "config_hash",
     "embed_split",
+    "headline",
     "load_results",
     "pr_curves",
     "score_embeddings",
-    "similarity_matrix",
+    "selection_key",
+    "unique_images",
     "write_results",
 ]

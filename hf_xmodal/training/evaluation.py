@@ -1,10 +1,24 @@
-"""Embedding a split with a model and scoring it with the model's own retrieval metric."""
+"""Embedding a split with a model and scoring it with the model's own retrieval metric.
+
+Two kinds of data: labelled pairs (relevance = a shared label; MAP@all) and caption data where
+each text belongs to one image (`image_index`; Recall@K, images counted once).
+"""
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from ..evaluation import evaluate_retrieval, pairwise_scores, precision_recall_curve
+from ..evaluation import (
+    evaluate_caption_retrieval,
+    evaluate_retrieval,
+    pairwise_scores,
+    precision_recall_curve,
+)
+
+
+def selection_key(captions: bool) -> str:
+    """The validation metric that picks the checkpoint."""
+    return "rsum" if captions else "map_avg"
 
 
 @torch.no_grad()
@@ -33,37 +47,47 @@ def embed_split(
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def score_embeddings(
-    model: torch.nn.Module, embeds: dict[str, torch.Tensor], **kwargs
-) -> dict[str, float]:
-    """Retrieval metrics of embeddings under `model.config.retrieval_metric`."""
+def unique_images(embeds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption data: one embedding per image (rows ordered by image) and each text's image row."""
+    image_ids, text_image_index = torch.unique(embeds["labels"], return_inverse=True)
+    first = torch.full((len(image_ids),), len(text_image_index), dtype=torch.long)
+    first.scatter_reduce_(0, text_image_index, torch.arange(len(text_image_index)), "amin")
+    return embeds["image_embeds"][first], text_image_index
+
+
+def _metric(model: torch.nn.Module):
     metric = model.config.retrieval_metric
-    if metric == "learned":
-        metric = model.similarity
+    return model.similarity if metric == "learned" else metric
+
+
+def score_embeddings(
+    model: torch.nn.Module, embeds: dict[str, torch.Tensor], captions: bool = False
+) -> dict[str, float]:
+    """Retrieval metrics of a split's embeddings under `model.config.retrieval_metric`."""
+    if captions:
+        images, text_image_index = unique_images(embeds)
+        return evaluate_caption_retrieval(
+            images, embeds["text_embeds"], text_image_index, metric=_metric(model)
+        )
+    labels = embeds["labels"]
     return evaluate_retrieval(
-        embeds["image_embeds"],
-        embeds["text_embeds"],
-        embeds["labels"],
-        embeds["labels"],
-        metric=metric,
-        **kwargs,
+        embeds["image_embeds"], embeds["text_embeds"], labels, labels, metric=_metric(model)
     )
 
 
-def similarity_matrix(model: torch.nn.Module, embeds: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Image×text score matrix `[n_images, n_texts]` under the model's retrieval metric."""
-    metric = model.config.retrieval_metric
-    if metric == "learned":
-        with torch.no_grad():
-            return model.similarity(embeds["image_embeds"], embeds["text_embeds"])
-    return pairwise_scores(embeds["image_embeds"], embeds["text_embeds"], metric)
-
-
-def pr_curves(model: torch.nn.Module, embeds: dict[str, torch.Tensor]) -> dict[str, dict]:
+def pr_curves(
+    model: torch.nn.Module, embeds: dict[str, torch.Tensor], captions: bool = False
+) -> dict[str, dict]:
     """Precision-recall curves of both directions, ready for `plot_pr_curves`."""
-    scores = similarity_matrix(model, embeds)
-    labels = embeds["labels"]
+    images, labels = embeds["image_embeds"], embeds["labels"]
+    image_labels = labels
+    if captions:  # relevant = the caption's own image
+        images, _ = unique_images(embeds)
+        image_labels = torch.unique(labels)
+    metric = _metric(model)
+    with torch.no_grad():
+        scores = pairwise_scores(images, embeds["text_embeds"], metric)
     return {
-        "image→text": precision_recall_curve(scores, labels, labels),
-        "text→image": precision_recall_curve(scores.T, labels, labels),
+        "image→text": precision_recall_curve(scores, image_labels, labels),
+        "text→image": precision_recall_curve(scores.T, labels, image_labels),
     }

@@ -49,3 +49,11 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no results file at {path}")
     return json.loads(path.read_text())
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """The headline numbers of a metrics dict: MAP per direction, or Recall@K for caption data."""
+    if "rsum" in metrics:
+        pairs = [(d, k) for d in ("i2t", "t2i") for k in (1, 5, 10)]
+        return "  ".join(f"R@{k} {d} {100 * metrics[f'r@{k}_{d}']:.1f}" for d, k in pairs)
+    return "  ".join(f"MAP {d} {metrics[f'map_{d}']:.4f}" for d in ("i2t", "t2i", "avg"))
