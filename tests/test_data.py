@@ -340,7 +340,15 @@ def test_validate_feature_dataset_errors():
 
 
 def test_registry(tmp_path):
-    assert set(DATASET_NAMES) == {"wikipedia", "wikipedia_full_test", "flickr8k", "fashion"}
+    assert set(DATASET_NAMES) == {
+        "wikipedia",
+        "wikipedia_full_test",
+        "wikipedia_minilm",
+        "flickr8k",
+        "flickr8k_features",
+        "fashion",
+        "fashion_features",
+    }
     assert len(load_dataset_by_name("wikipedia_full_test")["test"]) == 693
     with pytest.raises(ValueError, match=r"unknown dataset 'mnist': choose one of \['wikipedia'"):
         load_dataset_by_name("mnist")
