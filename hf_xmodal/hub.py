@@ -1,0 +1,308 @@
+"""Publish training runs and datasets on the Hugging Face Hub.
+
+A run directory (`model/`, `results.json`, `pr_curve.png`, as `scripts/train.py` writes it)
+becomes a model repo holding the weights, config, processor and the checkpoint's code, the results
+file, the PR plot and a model card rendered from `model_cards/template.md`, the method's
+`model_cards/<model_type>.yaml` and the results file: every number on the card comes from there.
+
+The Hub address and the token come from the usual `HF_ENDPOINT` / `HF_TOKEN` (or a login).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import RepositoryNotFoundError
+
+from .training.results import RESULTS_FILE, config_hash, load_results
+
+CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"
+TEMPLATE = "template.md"
+MODEL_DIR = "model"
+PLOT_FILE = "pr_curve.png"
+WEIGHTS_FILE = "model.safetensors"
+REQUIRED_MODEL_FILES = ("config.json", WEIGHTS_FILE, "processor_config.json")
+METHOD_KEYS = ("name", "summary", "paper", "citation", "components", "paper_values")
+METHOD_KEYS += ("deviations", "limitations")
+PAPER_KEYS = ("title", "authors", "venue", "url")
+# Arguments that do not change the weights (or are hashed with the config already).
+NAME_SKIP = ("output_dir", "resume", "seed", "data_dir", "model_config")
+CARD_SKIP = ("output_dir", "resume")
+CONFIG_SKIP = ("architectures", "auto_map", "transformers_version", "dtype", "label2id")
+SCORING = {  # the usage example's line that scores every text against every image
+    "cosine": "scores = F.normalize(out.text_embeds, dim=1)"
+    " @ F.normalize(out.image_embeds, dim=1).T",
+    "hamming": "scores = -(out.text_embeds[:, None] != out.image_embeds[None]).sum(-1)",
+}
+DIRECTIONS = {"i2t": "image → text", "t2i": "text → image", "avg": "average"}
+
+
+def _split_metric(key: str) -> tuple[str, str]:
+    """`map@10_t2i` → (`MAP@10`, `t2i`); a key without a direction counts as `avg`."""
+    name, _, direction = key.rpartition("_")
+    if direction not in DIRECTIONS:
+        name, direction = key, "avg"
+    name = {"map": "MAP@all", "rsum": "R-sum"}.get(name, name)
+    return name.replace("map@", "MAP@").replace("precision@", "P@").replace("r@", "R@"), direction
+
+
+def metric_label(key: str) -> str:
+    """`map_i2t` → `MAP@all image → text`, `precision@10_t2i` → `P@10 text → image`, ..."""
+    name, direction = _split_metric(key)
+    return f"{name} {DIRECTIONS[direction]}" if key != "rsum" else name
+
+
+def headline_metrics(metrics: dict[str, Any]) -> list[str]:
+    """The keys of the numbers a run is known by: MAP@all, or Recall@K for caption data."""
+    if "rsum" in metrics:
+        return [f"r@{k}_{d}" for d in ("i2t", "t2i") for k in (1, 5, 10)] + ["rsum"]
+    return ["map_i2t", "map_t2i", "map_avg"]
+
+
+def metric_table(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """Rows (metric name → value per direction) of every score in a metrics dict."""
+    rows: dict[str, dict[str, str]] = {}
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            name, direction = _split_metric(key)
+            rows.setdefault(name, {"name": name})[direction] = f"{value:.4f}"
+    return list(rows.values())
+
+
+def weights_sha256(model_dir: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_variant(results: dict[str, Any]) -> str:
+    """Hash of what decides a run's weights besides its seed: model config, data, training args."""
+    args = {k: v for k, v in results["hyperparameters"].items() if k not in NAME_SKIP}
+    return config_hash(
+        {"config_hash": results["config_hash"], "dataset": results["dataset"], "args": args}
+    )[:8]
+
+
+def default_repo_name(results: dict[str, Any]) -> str:
+    """`<model_type>-<dataset>-<variant hash>-seed<seed>`: one name per recipe and seed."""
+    dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(results["dataset"]).name).strip("-.")
+    return f"{results['model_type']}-{dataset}-{run_variant(results)}-seed{results['seed']}"
+
+
+def load_method_card(model_type: str, cards_dir: str | os.PathLike = CARDS_DIR) -> dict[str, Any]:
+    """Read and check `<cards_dir>/<model_type>.yaml` (format: model_cards/README.md)."""
+    path = Path(cards_dir) / f"{model_type}.yaml"
+    if not path.is_file():
+        raise ValueError(f"no card metadata for model type {model_type!r}: write {path}")
+    method = yaml.safe_load(path.read_text())
+    missing = [k for k in METHOD_KEYS if k not in (method or {})]
+    missing += [f"paper.{k}" for k in PAPER_KEYS if k not in (method or {}).get("paper", {})]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}")
+    for item in method["components"]:
+        if not {"name", "what", "config"} <= set(item):
+            raise ValueError(f"{path}: each component needs name, what and config, got {item}")
+    return method
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    needed = [RESULTS_FILE, PLOT_FILE, *(f"{MODEL_DIR}/{f}" for f in REQUIRED_MODEL_FILES)]
+    missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing:
+        raise ValueError(f"{run_dir} is not a complete training run: missing {missing}")
+
+
+def render_model_card(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    dataset_repo_id: str | None = None,
+    cards_dir: str | os.PathLike = CARDS_DIR,
+) -> ModelCard:
+    """The model card of a run, from the template, the method's metadata and `results.json`.
+
+    `dataset_repo_id`, when the training data is on the Hub, links the card to it.
+    """
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
+    results = load_results(run_dir)
+    config = results["config"]
+    saved_config = json.loads((run_dir / MODEL_DIR / "config.json").read_text())
+    method = load_method_card(results["model_type"], cards_dir)
+    scoring = SCORING.get(config["retrieval_metric"])
+    if scoring is None or config.get("input_mode", "features") != "features":
+        raise ValueError(
+            f"the card template has no usage example for retrieval_metric "
+            f"{config['retrieval_metric']!r} with input_mode {config.get('input_mode')!r}"
+        )
+    test, validation = results["test"], results.get("validation") or {}
+    headline = headline_metrics(test)
+    dataset = results["dataset"]
+    eval_results = [
+        EvalResult(
+            task_type="feature-extraction",
+            task_name="Cross-modal retrieval",
+            dataset_type=dataset_repo_id or dataset,
+            dataset_name=dataset,
+            dataset_split="test",
+            metric_type="recall" if key.startswith("r") else "map",
+            metric_name=metric_label(key),
+            metric_value=round(test[key], 4),
+        )
+        for key in headline
+    ]
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag="feature-extraction",
+        tags=["hf_xmodal", "cross-modal-retrieval", results["model_type"], *method.get("tags", [])],
+        datasets=[dataset_repo_id] if dataset_repo_id else None,
+        metrics=sorted({r.metric_type for r in eval_results}),
+        eval_results=eval_results,
+    )
+    selection = "rsum" if "rsum" in test else "map_avg"
+    labels = list((config.get("id2label") or {}).values())
+    context = {
+        "method": method,
+        "repo_id": repo_id,
+        "model_name": repo_id.split("/")[-1],
+        "dataset": dataset,
+        "package_version": results["package_version"],
+        "test_rows": metric_table(test),
+        "validation_headline": ", ".join(
+            f"{metric_label(k)} {validation[k]:.4f}" for k in headline if k in validation
+        ),
+        "scoring": scoring,
+        "image_feature_dim": config["image_feature_dim"],
+        "text_feature_dim": config["text_feature_dim"],
+        "components": [
+            {
+                **item,
+                "value": "off" if config[item["config"]] == 0 else config[item["config"]],
+            }
+            for item in method["components"]
+        ],
+        "paper_rows": [
+            {"field": k, "value": config[k], "paper": v, "differs": config[k] != v}
+            for k, v in method["paper_values"].items()
+        ],
+        "split_sizes": " / ".join(str(n) for n in results["split_sizes"].values()),
+        "labels": labels,
+        "hyperparameters": [
+            (k, v) for k, v in results["hyperparameters"].items() if k not in CARD_SKIP
+        ],
+        "config_hash": results["config_hash"],
+        "config_json": json.dumps(
+            {k: v for k, v in saved_config.items() if k not in CONFIG_SKIP}, indent=2
+        ),
+        "selection_metric": metric_label(selection),
+        "curve": [
+            {"epoch": p["epoch"], "loss": f"{p['loss']:.4f}", "metric": f"{p[selection]:.4f}"}
+            for p in results["validation_curve"]
+        ],
+        "best_epoch": results["best_epoch"],
+        "num_parameters": f"{results['num_parameters']:,}",
+        "train_time": f"{results['train_time_s']:.1f} s",
+        "num_processes": results["num_processes"],
+        "peak_memory": f"{results['peak_memory_mb']:.0f} MB",
+        "created": results["created"],
+    }
+    return ModelCard.from_template(card_data, template_path=Path(cards_dir) / TEMPLATE, **context)
+
+
+def build_upload_folder(
+    run_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    repo_id: str,
+    dataset_repo_id: str | None = None,
+) -> Path:
+    """Write exactly what a push uploads into `folder` (the dry run): the saved model and
+    processor with their code, `results.json`, `pr_curve.png` and `README.md` (the card)."""
+    run_dir, folder = Path(run_dir), Path(folder)
+    card = render_model_card(run_dir, repo_id, dataset_repo_id)
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty")
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted((run_dir / MODEL_DIR).iterdir()):
+        if path.is_file():
+            shutil.copy2(path, folder / path.name)
+    for name in (RESULTS_FILE, PLOT_FILE):
+        shutil.copy2(run_dir / name, folder / name)
+    card.save(folder / "README.md")
+    return folder
+
+
+def _check_name_is_free(api: HfApi, repo_id: str, sha256: str) -> None:
+    """A repo name never holds two different sets of weights."""
+    try:
+        info = api.model_info(repo_id, files_metadata=True)
+    except RepositoryNotFoundError:
+        return
+    for sibling in info.siblings or []:
+        if sibling.rfilename == WEIGHTS_FILE and sibling.lfs and sibling.lfs.sha256 != sha256:
+            raise ValueError(
+                f"{repo_id} already holds other weights (sha256 {sibling.lfs.sha256[:12]}…, "
+                f"these are {sha256[:12]}…): push them under another name"
+            )
+
+
+def push_run(
+    run_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    private: bool = False,
+    dataset_repo_id: str | None = None,
+) -> str:
+    """Push a training run to the Hub and return the repo id.
+
+    `repo_id` defaults to `<your user>/<default_repo_name(results)>`; a bare name gets your user
+    as namespace. The card is checked by the Hub's metadata validation before anything is
+    uploaded, and a repo that already holds other weights is refused.
+    """
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
+    api = HfApi()
+    name = repo_id or default_repo_name(load_results(run_dir))
+    repo_id = name if "/" in name else f"{api.whoami()['name']}/{name}"
+    _check_name_is_free(api, repo_id, weights_sha256(run_dir / MODEL_DIR))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_upload_folder(run_dir, Path(tmp) / "upload", repo_id, dataset_repo_id)
+        ModelCard.load(folder / "README.md").validate()
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        results = load_results(run_dir)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=(
+                f"{results['model_type']} trained on {results['dataset']} "
+                f"(config {results['config_hash']}, seed {results['seed']})"
+            ),
+        )
+    return repo_id
+
+
+def push_dataset(
+    name: str | os.PathLike,
+    repo_id: str,
+    data_dir: str | os.PathLike | None = None,
+    private: bool = False,
+) -> str:
+    """Push a dataset the package prepares (`load_dataset_by_name`) as a dataset repo; it loads
+    back with `datasets.load_dataset(repo_id)`. Returns the repo id."""
+    from .data import load_dataset_by_name
+
+    data = load_dataset_by_name(name, data_dir)
+    if "/" not in repo_id:
+        repo_id = f"{HfApi().whoami()['name']}/{repo_id}"
+    data.push_to_hub(repo_id, private=private)
+    return repo_id
