@@ -27,6 +27,7 @@ from huggingface_hub import ModelCard, metadata_load
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoProcessor
 
+from hf_xmodal import MODELS
 from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.hub import build_upload_folder, default_repo_name, load_method_card
 from hf_xmodal.training import load_results
@@ -83,27 +84,33 @@ def workdir():
         yield Path(tmp)
 
 
+@pytest.fixture
+def scratch():
+    with tempfile.TemporaryDirectory(prefix="hub-test-") as tmp:
+        yield Path(tmp)
+
+
 @pytest.fixture(scope="module")
 def hub():
     with HubServer(token=TOKEN) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def run_dir(workdir):
-    """A real, short training run of scripts/train.py."""
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def run_dir(request, workdir):
+    """A real, short training run of scripts/train.py, for every model."""
     spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
-    out = workdir / "run"
-    train.main(["--epochs", "2", "--output_dir", str(out)])
+    out = workdir / f"run-{request.param}"
+    train.main(["--model", request.param, "--epochs", "2", "--output_dir", str(out)])
     return out
 
 
 @pytest.fixture(scope="module")
 def pushed(hub, run_dir, workdir):
     """The run pushed with scripts/push_to_hub.py under its default name; returns the repo id."""
-    env = client_env(hub.url, workdir / "home-push")
+    env = client_env(hub.url, workdir / f"home-push-{run_dir.name}")
     out, _ = finish(
         python([str(ROOT / "scripts" / "push_to_hub.py"), "--run_dir", str(run_dir)], env, workdir)
     )
@@ -112,8 +119,8 @@ def pushed(hub, run_dir, workdir):
     return repo_id
 
 
-def test_upload_folder_and_card_come_from_the_run(run_dir, workdir):
-    folder = build_upload_folder(run_dir, workdir / "dry-run", "test-user/demo")
+def test_upload_folder_and_card_come_from_the_run(run_dir, scratch):
+    folder = build_upload_folder(run_dir, scratch / "dry-run", "test-user/demo")
     model_files = {p.name for p in (run_dir / "model").iterdir()}
     assert {p.name for p in folder.iterdir()} == model_files | {
         "README.md",
@@ -125,7 +132,8 @@ def test_upload_folder_and_card_come_from_the_run(run_dir, workdir):
     with pytest.raises(ValueError, match="not empty"):
         build_upload_folder(run_dir, folder, "test-user/demo")
 
-    results, method = load_results(run_dir), load_method_card("dscmr")
+    results = load_results(run_dir)
+    method = load_method_card(results["model_type"])
     test = results["test"]
     card = ModelCard.load(folder / "README.md")
     headline = ("map_i2t", "map_t2i", "map_avg")
@@ -139,7 +147,10 @@ def test_upload_folder_and_card_come_from_the_run(run_dir, workdir):
     assert "![Precision-recall curves on the test split](pr_curve.png)" in card.text
     for item in method["deviations"] + method["limitations"] + [method["citation"]]:
         assert item in card.text
-    assert "| `embed_dim` | 512 | 1024 (differs) |" in card.text
+    config = results["config"]
+    for field, paper in method["paper_values"].items():
+        differs = " (differs)" if config[field] != paper else ""
+        assert f"| `{field}` | {config[field]} | {paper}{differs} |" in card.text
     assert f"| `epochs` | {results['hyperparameters']['epochs']} |" in card.text
     assert str(run_dir) not in card.text  # the local output_dir is not published
 
@@ -147,7 +158,7 @@ def test_upload_folder_and_card_come_from_the_run(run_dir, workdir):
 def test_repo_names_follow_the_recipe_and_seed(run_dir):
     results = load_results(run_dir)
     name = default_repo_name(results)
-    assert re.fullmatch(r"dscmr-wikipedia-[0-9a-f]{8}-seed0", name)
+    assert re.fullmatch(rf"{results['model_type']}-wikipedia-[0-9a-f]{{8}}-seed0", name)
     moved = {
         **results,
         "hyperparameters": {**results["hyperparameters"], "output_dir": "elsewhere"},
@@ -160,8 +171,8 @@ def test_repo_names_follow_the_recipe_and_seed(run_dir):
     assert default_repo_name({**results, "seed": 1}).endswith("-seed1")
 
 
-def test_push_stores_the_dry_run_folder(hub, pushed, run_dir, workdir):
-    folder = build_upload_folder(run_dir, workdir / "expected", pushed)
+def test_push_stores_the_dry_run_folder(hub, pushed, run_dir, scratch):
+    folder = build_upload_folder(run_dir, scratch / "expected", pushed)
     stored = hub.files(pushed)
     assert stored.pop(".gitattributes")
     assert stored == {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -173,22 +184,22 @@ def test_push_stores_the_dry_run_folder(hub, pushed, run_dir, workdir):
     assert not hub.errors
 
 
-def test_load_by_repo_id_in_fresh_processes(hub, pushed, run_dir, workdir):
+def test_load_by_repo_id_in_fresh_processes(hub, pushed, run_dir, scratch):
     """With the package (its classes) and without it (the checkpoint's code), by running the
     card's own usage examples: the embeddings equal the saved model's."""
     readme = hub.files(pushed)["README.md"].decode()
     with_package, remote_code = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
     test = load_dataset_by_name("wikipedia")["test"].with_format("torch")[:50]
     inputs = {"image_features": test["image_features"], "text_features": test["text_features"]}
-    torch.save(inputs, workdir / "inputs.pt")
+    torch.save(inputs, scratch / "inputs.pt")
 
     hidden = 'import sys\nsys.modules["hf_xmodal"] = None  # not installed\n'
     processes = {}
     for name, code in (("package", with_package), ("remote", hidden + remote_code)):
-        output = workdir / f"{name}.pt"
-        script = code + DUMP.format(inputs=str(workdir / "inputs.pt"), output=str(output))
-        env = client_env(hub.url, workdir / f"home-{name}")
-        processes[name] = (python(["-c", script], env, workdir), output)
+        output = scratch / f"{name}.pt"
+        script = code + DUMP.format(inputs=str(scratch / "inputs.pt"), output=str(output))
+        env = client_env(hub.url, scratch / f"home-{name}")
+        processes[name] = (python(["-c", script], env, scratch), output)
     for process, _ in processes.values():
         finish(process)
 
@@ -206,8 +217,8 @@ def test_load_by_repo_id_in_fresh_processes(hub, pushed, run_dir, workdir):
     assert not hub.errors
 
 
-def test_a_name_never_holds_two_sets_of_weights(hub, pushed, run_dir, workdir):
-    other = workdir / "other-run"
+def test_a_name_never_holds_two_sets_of_weights(hub, pushed, run_dir, scratch):
+    other = scratch / "other-run"
     shutil.copytree(run_dir, other)
     weights = load_file(other / "model" / "model.safetensors")
     name = next(iter(weights))
@@ -222,7 +233,7 @@ try:
 except ValueError as e:
     print("refused:", e)
 """
-    out, _ = finish(python(["-c", code], client_env(hub.url, workdir / "home-again"), workdir))
+    out, _ = finish(python(["-c", code], client_env(hub.url, scratch / "home-again"), scratch))
     assert "already holds other weights" in out
     repo = hub.repos[("models", pushed)]
     assert repo.head != head  # the re-push made a commit ...
@@ -232,12 +243,13 @@ except ValueError as e:
     )
 
 
-def test_dataset_push_and_load_dataset(hub, workdir):
+def test_dataset_push_and_load_dataset(hub, scratch):
     """scripts/push_to_hub.py --dataset, then `load_dataset` by repo id from a fresh cache."""
     code = f"""
 import sys
 import numpy as np
 from datasets import load_dataset
+from hf_xmodal import MODELS
 from hf_xmodal.data import load_dataset_by_name
 sys.path.insert(0, {str(ROOT / "scripts")!r})
 from push_to_hub import main
@@ -251,7 +263,7 @@ for split in local:
         assert np.array_equal(a, b), (split, column)
 print("loaded", {{s: len(d) for s, d in loaded.items()}})
 """
-    out, _ = finish(python(["-c", code], client_env(hub.url, workdir / "home-data"), workdir))
+    out, _ = finish(python(["-c", code], client_env(hub.url, scratch / "home-data"), scratch))
     assert f"to {USER}/wiki" in out and "'test': 462" in out
     parquet = [p for p in hub.files(f"{USER}/wiki", kind="datasets") if p.endswith(".parquet")]
     assert len(parquet) == 3
@@ -312,9 +324,9 @@ def test_the_server_rejects_broken_uploads(hub):
     assert listing["a.txt"]["size"] == 5 and "lfs" not in listing["a.txt"]
 
 
-def test_card_metadata_validation(hub, run_dir, workdir):
+def test_card_metadata_validation(hub, run_dir, scratch):
     card = (
-        build_upload_folder(run_dir, workdir / "card", "test-user/card") / "README.md"
+        build_upload_folder(run_dir, scratch / "card", "test-user/card") / "README.md"
     ).read_text()
     assert (
         _request(hub, "POST", "/api/validate-yaml", {"content": card, "repoType": "model"})[0]
@@ -331,12 +343,12 @@ def test_card_metadata_validation(hub, run_dir, workdir):
     not os.environ.get("HF_TOKEN"),
     reason="HF_TOKEN is not set: the round trip through huggingface.co needs a write token",
 )
-def test_round_trip_through_the_real_hub(run_dir, workdir):
+def test_round_trip_through_the_real_hub(run_dir, scratch):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_HUB_OFFLINE")}
-    env["HF_HOME"] = str(workdir / "home-real")
+    env["HF_HOME"] = str(scratch / "home-real")
     name = f"hf-xmodal-test-{uuid.uuid4().hex[:8]}"
     push = f"from hf_xmodal.hub import push_run\nprint(push_run({str(run_dir)!r}, {name!r}, True))"
-    out, _ = finish(python(["-c", push], env, workdir))
+    out, _ = finish(python(["-c", push], env, scratch))
     repo_id = out.strip().splitlines()[-1]
     try:
         code = f"""
@@ -348,7 +360,7 @@ x = torch.rand(4, model.config.image_feature_dim)
 with torch.no_grad():
     assert torch.equal(model.get_image_features(x), local.get_image_features(x))
 """
-        finish(python(["-c", code], env, workdir))
+        finish(python(["-c", code], env, scratch))
     finally:
         delete = f"from huggingface_hub import HfApi; HfApi().delete_repo({repo_id!r})"
-        finish(python(["-c", delete], env, workdir))
+        finish(python(["-c", delete], env, scratch))
