@@ -4,7 +4,7 @@ It really stores what is uploaded and serves it back, so a broken upload fails t
 it. Model and dataset repos (branch `main` plus every commit by its id): repo creation, preupload
 (regular vs LFS by the repo's `.gitattributes`, binary content or size), the git-LFS batch API with
 basic and multipart transfers (sha256 and size checked before an object is kept), ndjson commits
-(an LFS file must have been uploaded first), revision info, tree listing, paths-info, `resolve`
+(an LFS file must have been uploaded first), revision info, tree listing, `resolve`
 downloads (HEAD/GET, byte ranges, `ETag`/`X-Linked-Etag`/`X-Linked-Size`/`X-Repo-Commit`,
 `X-Error-Code` on misses) and `/api/validate-yaml` for card metadata. Writes need the server's
 token; Xet storage is not offered (clients must run with `HF_HUB_DISABLE_XET=1`).
@@ -311,13 +311,6 @@ class _Handler(BaseHTTPRequestHandler):
             item["lastCommit"] = {"id": commit.id, "title": commit.title, "date": commit.date}
         return item
 
-    def _path_json(self, path: str, commit: Commit, expand: bool) -> dict | None:
-        if path in commit.files:
-            return self._entry_json(path, commit.files[path], commit, expand)
-        if any(p.startswith(path + "/") for p in commit.files):
-            return self._folder_json(path, commit, expand)
-        return None
-
     def tree(self, kind: str, repo: str, rev: str, path: str = ""):
         commit = self.hub.revision(self.hub.repo(kind, repo, self._authorized()), rev)
         path = unquote(path or "").strip("/")
@@ -336,13 +329,6 @@ class _Handler(BaseHTTPRequestHandler):
                 items.append(self._entry_json(file_path, commit.files[file_path], commit, expand))
         items += [self._folder_json(f, commit, expand) for f in sorted(folders)]
         self._send_json(items)
-
-    def paths_info(self, kind: str, repo: str, rev: str):
-        commit = self.hub.revision(self.hub.repo(kind, repo, self._authorized()), rev)
-        form = parse_qs(self._body().decode())
-        expand = form.get("expand", ["False"])[-1].lower() == "true"
-        items = [self._path_json(p.strip("/"), commit, expand) for p in form.get("paths", [])]
-        self._send_json([item for item in items if item is not None])
 
     def resolve(self, prefix: str | None, repo: str, rev: str, path: str):
         kind = "datasets" if prefix else "models"
@@ -480,10 +466,6 @@ class _Handler(BaseHTTPRequestHandler):
                 if data is None or ("size" in value and len(data) != value["size"]):
                     raise HubError(422, f"{path}: LFS object {value['oid']} was never uploaded")
                 files[path] = Entry.lfs(value["oid"], len(data))
-            elif key == "deletedFile":
-                files.pop(path, None)
-            elif key == "deletedFolder":
-                files = {p: e for p, e in files.items() if not p.startswith(path + "/")}
             else:
                 raise HubError(400, f"unknown commit operation {key!r}")
         commit = hub_repo.commit(header.get("summary", ""), files)
@@ -563,7 +545,6 @@ ROUTES = [
     ("GET", API, _Handler.repo_info),
     ("GET", API + r"/revision/" + REV, _Handler.repo_info),
     ("GET", API + r"/tree/" + REV + r"(?:/(?P<path>.*))?", _Handler.tree),
-    ("POST", API + r"/paths-info/" + REV, _Handler.paths_info),
     ("POST", API + r"/preupload/" + REV, _Handler.preupload),
     ("POST", API + r"/commit/" + REV, _Handler.commit),
     ("POST", PREFIX + REPO_ID + r"\.git/info/lfs/objects/batch", _Handler.lfs_batch),
