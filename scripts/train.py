@@ -5,7 +5,8 @@
     accelerate launch scripts/train.py args.json             # the same arguments as a JSON file
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 scripts/train.py
 
-Writes `<output_dir>/model` (model + processor, `from_pretrained`-ready), `results.json`,
+Writes `<output_dir>/model` (model + processor, `from_pretrained`-ready; trained on the towers'
+features, it carries the towers and takes images and texts), `results.json`,
 `pr_curve.png`, and `checkpoints/` (the last training state; `--resume` continues from it).
 """
 
@@ -31,7 +32,13 @@ from transformers import HfArgumentParser
 import hf_xmodal
 from hf_xmodal.data import load_dataset_by_name, validate_feature_dataset
 from hf_xmodal.evaluation import plot_pr_curves
-from hf_xmodal.models import MODELS, XmodalProcessor
+from hf_xmodal.models import (
+    MODELS,
+    TOWER_DIMS,
+    XmodalProcessor,
+    XmodalTowerProcessor,
+    add_towers,
+)
 from hf_xmodal.training import (
     RESULTS_FILE,
     atomic_write_text,
@@ -75,6 +82,13 @@ class TrainArguments:
     seed: int = 0
     eval_every: int = field(default=2, metadata={"help": "validate every N epochs"})
     resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoints"})
+    with_towers: bool | None = field(
+        default=None,
+        metadata={
+            "help": "save the model with the pretrained towers, so that it takes images and texts "
+            "(default: when the features are the towers' own, e.g. flickr8k_features)"
+        },
+    )
 
 
 def parse_args(argv: list[str]) -> TrainArguments:
@@ -211,7 +225,9 @@ def main(argv: list[str]) -> dict:
         **config_overrides(args.model_config),
     )
     model = model_class(config)
-    processor = XmodalProcessor(image_feature_dim=image_dim, text_feature_dim=text_dim)
+    with_towers = args.with_towers
+    if with_towers is None:
+        with_towers = (image_dim, text_dim) == tuple(TOWER_DIMS.values())
 
     if args.batch_size % accelerator.num_processes:
         raise SystemExit(
@@ -295,6 +311,11 @@ def main(argv: list[str]) -> dict:
     train_time = time.perf_counter() - start
 
     unwrapped.load_state_dict(best_weights)
+    if with_towers:
+        add_towers(unwrapped)
+        processor = XmodalTowerProcessor.from_towers()
+    else:
+        processor = XmodalProcessor(image_feature_dim=image_dim, text_feature_dim=text_dim)
     embeds = embed_split(model, test_loader, accelerator)
     test = score_embeddings(unwrapped, embeds, captions)
     results = {

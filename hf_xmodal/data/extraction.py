@@ -7,6 +7,7 @@ the towers' version, so a second load reads them back in seconds.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -24,12 +25,22 @@ TOWER_FEATURE_DATASETS = ("flickr8k", "fashion", "wikipedia_minilm")
 
 
 class Towers:
-    """Both pretrained towers and their processor, in eval mode, for feature extraction."""
+    """Both pretrained towers and their processor, in eval mode, for feature extraction.
 
-    def __init__(self):
-        self.processor = XmodalTowerProcessor.from_towers()
-        self.image = ImageTower(pretrained=True).eval()
-        self.text = TextTower(text_tower_config(), pretrained=True).eval()
+    Each is built on first use, so loads served from the cache build nothing.
+    """
+
+    @cached_property
+    def processor(self) -> XmodalTowerProcessor:
+        return XmodalTowerProcessor.from_towers()
+
+    @cached_property
+    def image(self) -> ImageTower:
+        return ImageTower(pretrained=True).eval()
+
+    @cached_property
+    def text(self) -> TextTower:
+        return TextTower(text_tower_config(), pretrained=True).eval()
 
     @torch.inference_mode()
     def embed_images(self, images: list) -> torch.Tensor:

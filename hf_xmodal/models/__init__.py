@@ -7,7 +7,8 @@ file, so the configs, models, processor and the pieces they share sit side by si
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_dscmr import DSCMRConfig
-from .configuration_xmodal import XmodalConfig
+from .configuration_xmodal import TOWER_DIMS, XmodalConfig
+from .inputs import add_towers
 from .modeling_dscmr import DSCMRModel, DSCMRPreTrainedModel
 from .modeling_outputs import CrossModalOutput
 from .processing_xmodal import XmodalProcessor, XmodalTowerProcessor
@@ -29,6 +30,7 @@ XmodalTowerProcessor.register_for_auto_class()
 
 __all__ = [
     "MODELS",
+    "TOWER_DIMS",
     "CrossModalOutput",
     "DSCMRConfig",
     "DSCMRModel",
@@ -36,4 +38,5 @@ __all__ = [
     "XmodalConfig",
     "XmodalProcessor",
     "XmodalTowerProcessor",
+    "add_towers",
 ]

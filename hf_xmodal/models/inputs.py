@@ -7,7 +7,7 @@ features; precomputed tower features are accepted too, so cached features train 
 import torch
 from torch import nn
 
-from .configuration_xmodal import XmodalConfig
+from .configuration_xmodal import TOWER_DIMS, XmodalConfig
 from .layers import check_features
 from .towers import ImageTower, TextTower, text_tower_config
 
@@ -77,3 +77,21 @@ class ModalityInputs(nn.Module):
         if text_features is None:
             raise ValueError("give text_features or input_ids")
         return check_features(text_features, self.text_feature_dim, "text_features")
+
+
+def add_towers(model: nn.Module) -> nn.Module:
+    """Give a model trained on tower features the pretrained towers themselves (raw mode).
+
+    Its heads stay as trained; afterwards it also takes `pixel_values` / `input_ids`, and
+    `save_pretrained` writes a checkpoint that carries the towers.
+    """
+    config = model.config
+    for name, dim in TOWER_DIMS.items():
+        if getattr(config, name) != dim:
+            raise ValueError(
+                f"{name} is {getattr(config, name)}, not the tower's {dim}: the model was not "
+                "trained on tower features"
+            )
+    config.input_mode = "raw"
+    model.inputs = ModalityInputs(config)
+    return model

@@ -100,7 +100,14 @@ def build_text_tower(config: dict, pretrained: bool) -> nn.Module:
     from transformers import AutoModel, BertConfig, BertModel
 
     if pretrained:
-        return AutoModel.from_pretrained(minilm_folder(), add_pooling_layer=False)
+        from transformers.utils import logging
+
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # not a warning: the package's unused pooler is skipped
+        try:
+            return AutoModel.from_pretrained(minilm_folder(), add_pooling_layer=False)
+        finally:
+            logging.set_verbosity(verbosity)
     return BertModel(BertConfig(**config), add_pooling_layer=False)
 
 
@@ -113,6 +120,8 @@ class ImageTower(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, regions: bool = False) -> torch.Tensor:
         """Pooled 1280-d features, or with `regions` the `(batch, 1280, 7, 7)` map."""
+        if not self.model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last):
+            self.model.to(memory_format=torch.channels_last)  # weights loaded by from_pretrained
         x = pixel_values.to(memory_format=torch.channels_last)
         feature_map = self.model.forward_features(x)
         return feature_map if regions else self.model.forward_head(feature_map, pre_logits=True)
