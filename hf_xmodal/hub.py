@@ -23,12 +23,13 @@ import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from .training.results import RESULTS_FILE, config_hash, load_results
+from .training.results import RESULTS_FILE, config_hash, load_results, mean_std
 
 CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"
 TEMPLATE = "template.md"
 MODEL_DIR = "model"
 PLOT_FILE = "pr_curve.png"
+ABLATION_FILE = "ablation.json"
 WEIGHTS_FILE = "model.safetensors"
 REQUIRED_MODEL_FILES = ("config.json", WEIGHTS_FILE, "processor_config.json")
 METHOD_KEYS = ("name", "summary", "paper", "citation", "components", "paper_values")
@@ -116,6 +117,27 @@ def load_method_card(model_type: str, cards_dir: str | os.PathLike = CARDS_DIR) 
     return method
 
 
+def ablation_table(path: Path) -> dict[str, Any] | None:
+    """The card's ablation table from `scripts/ablate.py`'s file, if the run has one."""
+    if not path.is_file():
+        return None
+    ablation = json.loads(path.read_text())
+    full = ablation["rows"][0]["test"]
+    keys = headline_metrics({k: v["mean"] for k, v in full.items()})
+    return {
+        "dataset": ablation["dataset"],
+        "seeds": ", ".join(map(str, ablation["seeds"])),
+        "columns": [metric_label(k) for k in keys],
+        "rows": [
+            {
+                "name": f"without {row['component']}" if row["component"] else "full model",
+                "cells": [mean_std(row["test"], k) for k in keys],
+            }
+            for row in ablation["rows"]
+        ],
+    }
+
+
 def _check_run_dir(run_dir: Path) -> None:
     needed = [RESULTS_FILE, PLOT_FILE, *(f"{MODEL_DIR}/{f}" for f in REQUIRED_MODEL_FILES)]
     missing = [name for name in needed if not (run_dir / name).is_file()]
@@ -140,10 +162,10 @@ def render_model_card(
     saved_config = json.loads((run_dir / MODEL_DIR / "config.json").read_text())
     method = load_method_card(results["model_type"], cards_dir)
     scoring = SCORING.get(config["retrieval_metric"])
-    if scoring is None or config.get("input_mode", "features") != "features":
+    if scoring is None:
         raise ValueError(
             f"the card template has no usage example for retrieval_metric "
-            f"{config['retrieval_metric']!r} with input_mode {config.get('input_mode')!r}"
+            f"{config['retrieval_metric']!r}"
         )
     test, validation = results["test"], results.get("validation") or {}
     headline = headline_metrics(test)
@@ -217,6 +239,8 @@ def render_model_card(
         "num_processes": results["num_processes"],
         "peak_memory": f"{results['peak_memory_mb']:.0f} MB",
         "created": results["created"],
+        "raw_inputs": saved_config.get("input_mode") == "raw",
+        "ablation": ablation_table(run_dir / ABLATION_FILE),
     }
     return ModelCard.from_template(card_data, template_path=Path(cards_dir) / TEMPLATE, **context)
 
@@ -237,8 +261,9 @@ def build_upload_folder(
     for path in sorted((run_dir / MODEL_DIR).iterdir()):
         if path.is_file():
             shutil.copy2(path, folder / path.name)
-    for name in (RESULTS_FILE, PLOT_FILE):
-        shutil.copy2(run_dir / name, folder / name)
+    for name in (RESULTS_FILE, PLOT_FILE, ABLATION_FILE):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, folder / name)
     card.save(folder / "README.md")
     return folder
 

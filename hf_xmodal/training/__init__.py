@@ -7,6 +7,8 @@ from .results import (
     config_hash,
     headline,
     load_results,
+    mean_std,
+    summarize,
     write_results,
 )
 
@@ -17,9 +19,11 @@ __all__ = [
     "embed_split",
     "headline",
     "load_results",
+    "mean_std",
     "pr_curves",
     "score_embeddings",
     "selection_key",
+    "summarize",
     "unique_images",
     "write_results",
 ]

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,3 +58,22 @@ def headline(metrics: dict[str, float]) -> str:
         pairs = [(d, k) for d in ("i2t", "t2i") for k in (1, 5, 10)]
         return "  ".join(f"R@{k} {d} {100 * metrics[f'r@{k}_{d}']:.1f}" for d, k in pairs)
     return "  ".join(f"MAP {d} {metrics[f'map_{d}']:.4f}" for d in ("i2t", "t2i", "avg"))
+
+
+def summarize(runs: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation of every metric of `split` over runs (e.g. seeds)."""
+    if not runs:
+        raise ValueError("no runs to summarize")
+    keys = [k for k, v in runs[0][split].items() if isinstance(v, float)]
+    return {
+        key: {
+            "mean": statistics.fmean(r[split][key] for r in runs),
+            "std": statistics.stdev(r[split][key] for r in runs) if len(runs) > 1 else 0.0,
+        }
+        for key in keys
+    }
+
+
+def mean_std(summary: dict[str, dict[str, float]], key: str) -> str:
+    """`0.2611 ± 0.0031` for one metric of a `summarize` result."""
+    return f"{summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"

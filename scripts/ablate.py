@@ -1,0 +1,109 @@
+"""Train a method with each of its components switched off in turn, over several seeds.
+
+    python scripts/ablate.py --model daml                        # bundled Wikipedia, seeds 0 1 2
+    python scripts/ablate.py --model uncsm --dataset fashion_features --seeds 0 --epochs 20
+
+The components are those of `model_cards/<model_type>.yaml`, each switched off through its config
+field: 0 for a weight or a count, false for a switch, or the value the yaml gives under `off`.
+Every run is a `scripts/train.py` run in `<output_dir>/<variant>-seed<seed>` (arguments this
+script does not know go to train.py); a finished run is reused, so an interrupted ablation
+continues where it stopped. `<output_dir>/ablation.json` holds the mean ± std of every test metric
+per variant; it is copied into each full-model run, whose model card then shows the table.
+"""
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import train
+from transformers import HfArgumentParser
+
+from hf_xmodal.hub import ABLATION_FILE, headline_metrics, load_method_card, metric_label
+from hf_xmodal.training import RESULTS_FILE, load_results, mean_std, summarize, write_results
+
+
+@dataclass
+class AblationArguments:
+    model: str = field(default="dscmr", metadata={"help": f"one of {sorted(train.MODELS)}"})
+    dataset: str = "wikipedia"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    model_config: str | None = field(
+        default=None, metadata={"help": "JSON of config overrides shared by every variant"}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "default: runs/ablation-<model>-<dataset>"}
+    )
+
+
+def off_value(component: dict, default):
+    """The value of a component's config field that switches it off."""
+    if "off" in component:
+        return component["off"]
+    return False if isinstance(default, bool) else 0
+
+
+def variants(model: str, base: dict) -> list[tuple[str, str | None, dict]]:
+    """(variant name, component name, config overrides): the full model, then each part off."""
+    config_class, _ = train.MODELS[model]
+    defaults = config_class(**base).to_dict()
+    rows = [("full", None, base)]
+    for component in load_method_card(model)["components"]:
+        name = component["config"]
+        value = off_value(component, defaults[name])
+        rows.append((f"no-{name}", component["name"], {**base, name: value}))
+    return rows
+
+
+def main(argv: list[str]) -> dict:
+    parser = HfArgumentParser(AblationArguments)
+    args, train_argv = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    if args.model not in train.MODELS:
+        raise SystemExit(f"--model must be one of {sorted(train.MODELS)}, got {args.model!r}")
+    if not args.seeds:
+        raise SystemExit("--seeds needs at least one seed")
+    output_dir = Path(args.output_dir or f"runs/ablation-{args.model}-{Path(args.dataset).name}")
+    base = train.config_overrides(args.model_config)
+    rows = []
+    for variant, component, overrides in variants(args.model, base):
+        runs = []
+        for seed in args.seeds:
+            run_dir = output_dir / f"{variant}-seed{seed}"
+            if not (run_dir / RESULTS_FILE).is_file():
+                train.main(
+                    [
+                        *("--model", args.model, "--dataset", args.dataset),
+                        *("--seed", str(seed), "--output_dir", str(run_dir)),
+                        *("--model_config", json.dumps(overrides), "--resume"),
+                        *train_argv,
+                    ]
+                )
+            runs.append(load_results(run_dir))
+        rows.append(
+            {
+                "variant": variant,
+                "component": component,
+                "model_config": overrides,
+                "runs": [f"{variant}-seed{seed}" for seed in args.seeds],
+                "test": summarize(runs),
+                "validation": summarize(runs, "validation"),
+            }
+        )
+    ablation = {"model": args.model, "dataset": args.dataset, "seeds": args.seeds, "rows": rows}
+    write_results(output_dir / ABLATION_FILE, ablation)
+    for seed in args.seeds:
+        shutil.copy2(output_dir / ABLATION_FILE, output_dir / f"full-seed{seed}" / ABLATION_FILE)
+
+    keys = headline_metrics({k: v["mean"] for k, v in rows[0]["test"].items()})
+    print(f"\n{args.model} on {args.dataset}, test split, seeds {args.seeds} (mean ± std)\n")
+    print("| variant | " + " | ".join(metric_label(k) for k in keys) + " |")
+    print("| --- " * (len(keys) + 1) + "|")
+    for row in rows:
+        name = row["component"] and f"without {row['component']}" or "full model"
+        print(f"| {name} | " + " | ".join(mean_std(row["test"], k) for k in keys) + " |")
+    return ablation
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,79 @@
+"""scripts/ablate.py and scripts/report.py on short real runs, and the ablation on the card."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_xmodal.hub import build_upload_folder, load_method_card
+from hf_xmodal.training import load_results, summarize
+
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+SMALL = ["--model_config", '{"hidden_dims": [32], "embed_dim": 16}', "--epochs", "1"]
+
+
+def load(name: str):
+    sys.path.insert(0, str(SCRIPTS))  # ablate.py imports train.py beside it
+    try:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return module
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablation")
+    result = load("ablate").main(["--seeds", "0", "1", "--output_dir", str(out), *SMALL])
+    return out, result
+
+
+def test_each_component_is_switched_off_in_turn(ablation):
+    out, result = ablation
+    components = load_method_card("dscmr")["components"]
+    assert [r["variant"] for r in result["rows"]] == ["full"] + [
+        f"no-{c['config']}" for c in components
+    ]
+    for row, component in zip(result["rows"][1:], components, strict=True):
+        for seed in (0, 1):
+            config = load_results(out / f"{row['variant']}-seed{seed}")["config"]
+            assert config[component["config"]] == 0
+            assert (config["hidden_dims"], config["embed_dim"]) == ([32], 16)
+    runs = [load_results(out / f"full-seed{seed}") for seed in (0, 1)]
+    assert {r["seed"] for r in runs} == {0, 1}
+    assert result["rows"][0]["test"] == summarize(runs)
+    assert json.loads((out / "ablation.json").read_text()) == result
+
+
+def test_an_interrupted_ablation_reuses_finished_runs(ablation):
+    out, result = ablation
+    stamp = (out / "full-seed0" / "results.json").stat().st_mtime_ns
+    again = load("ablate").main(["--seeds", "0", "1", "--output_dir", str(out), *SMALL])
+    assert again == result
+    assert (out / "full-seed0" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_the_card_shows_the_ablation(ablation, tmp_path):
+    out, result = ablation
+    folder = build_upload_folder(out / "full-seed0", tmp_path / "upload", "user/demo")
+    assert json.loads((folder / "ablation.json").read_text()) == result
+    card = ModelCard.load(folder / "README.md").text
+    assert "Ablation on `wikipedia` (test split, mean ± std over seeds 0, 1" in card
+    no_j2 = result["rows"][2]["test"]["map_avg"]
+    assert "| without Common-space discrimination loss (J2) | " in card
+    assert f"{no_j2['mean']:.4f} ± {no_j2['std']:.4f} |" in card
+
+
+def test_report_groups_seeds_of_one_recipe(ablation):
+    out, result = ablation
+    table = load("report").main([str(out / "full-seed0"), str(out / "full-seed1")])
+    full = result["rows"][0]["test"]
+    cells = " | ".join(f"{full[k]['mean']:.4f} ± {full[k]['std']:.4f}" for k in ("map_i2t",))
+    assert "| dscmr |" in table and f"| 2 | {cells} |" in table
+    everything = load("report").main([str(out)])
+    assert everything.count("| dscmr |") == len(result["rows"])
