@@ -43,6 +43,8 @@ SCORING = {  # the usage example's line that scores every text against every ima
     "cosine": "scores = F.normalize(out.text_embeds, dim=1)"
     " @ F.normalize(out.image_embeds, dim=1).T",
     "hamming": "scores = -(out.text_embeds[:, None] != out.image_embeds[None]).sum(-1)",
+    "learned": "scores = model.similarity(out.text_embeds, out.image_embeds,"
+    ' query_modality="text")',
 }
 DIRECTIONS = {"i2t": "image → text", "t2i": "text → image", "avg": "average"}
 

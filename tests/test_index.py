@@ -79,13 +79,25 @@ def test_binary_index_matches_hamming_distance(tmp_path, bits, zero_one):
 
 
 def test_learned_scorer_index():
-    weight = randn(5, 5, seed=8)
-    scorer = lambda q, g: q @ weight @ g.T  # noqa: E731
+    weight = randn(5, 5, seed=8)  # s(image, text) = image·W·text
+
+    def scorer(queries, gallery, query_modality):
+        if query_modality == "image":
+            return queries @ weight @ gallery.T
+        return (gallery @ weight @ queries.T).T
+
     gallery, queries = randn(40, 5, seed=9).round(decimals=0), randn(6, 5, seed=10)
-    index = RetrievalIndex(5, scorer)
+    with pytest.raises(ValueError, match="query_modality"):
+        RetrievalIndex(5, scorer)
+    with pytest.raises(ValueError, match="only applies to a callable"):
+        RetrievalIndex(5, "cosine", query_modality="text")
+    images = RetrievalIndex(5, scorer, query_modality="text")  # a gallery of images
+    images.add(gallery)
+    assert torch.equal(images.scores(queries), (gallery @ weight @ queries.T).T)
+    index = RetrievalIndex(5, scorer, query_modality="image")
     assert index.metric == "learned"
     index.add(gallery)
-    expected = scorer(queries, gallery)
+    expected = queries @ weight @ gallery.T
     assert torch.equal(index.scores(queries), expected)
     scores, indices = index.search(queries, 8)
     values, order = torch.sort(expected, dim=1, descending=True, stable=True)

@@ -367,24 +367,33 @@ def test_evaluate_retrieval_hamming_and_tie_average(chunked):
 
 
 def test_evaluate_retrieval_with_a_scorer():
+    """An asymmetric scorer on same-size embeddings gets the images in its image slot both ways."""
     gen = torch.Generator().manual_seed(1)
-    images, texts = torch.randn(9, 4, generator=gen), torch.randn(13, 3, generator=gen)
+    images, texts = torch.randn(9, 4, generator=gen), torch.randn(13, 4, generator=gen)
     il, tl = torch.randint(0, 3, (9,), generator=gen), torch.randint(0, 3, (13,), generator=gen)
-    weight = torch.randn(4, 3, generator=gen)
+    weight = torch.randn(4, 4, generator=gen)  # s(image, text) = image·W·text, W not symmetric
 
-    def scorer(queries, gallery):  # a bilinear "metric network" in both directions
-        return (
-            queries @ weight @ gallery.T
-            if queries.shape[1] == 4
-            else queries @ (gallery @ weight).T
-        )
+    def scorer(queries, gallery, query_modality):
+        if query_modality == "image":
+            return queries @ weight @ gallery.T
+        return (gallery @ weight @ queries.T).T
 
-    got = evaluate_retrieval(images, texts, il, tl, metric=scorer)
     scores = images @ weight @ texts.T
+    got = evaluate_retrieval(images, texts, il, tl, metric=scorer)
     assert got["map_i2t"] == pytest.approx(mean_average_precision(scores, il, tl))
     assert got["map_t2i"] == pytest.approx(mean_average_precision(scores.T, tl, il))
+    swapped = mean_average_precision(texts @ weight @ images.T, tl, il)
+    assert got["map_t2i"] != pytest.approx(swapped)  # the slots matter for this scorer
+
+    owner = torch.randint(0, 9, (13,), generator=gen)
+    caption = evaluate_caption_retrieval(images, texts, owner, metric=scorer, ks=(1, 3))
+    for k in (1, 3):
+        t2i = [owner[i] in ref_ranking(scores[:, i].tolist())[:k] for i in range(13)]
+        assert caption[f"r@{k}_t2i"] == pytest.approx(np.mean(t2i))
     with pytest.raises(ValueError, match="scorer returned shape"):
-        evaluate_retrieval(images, texts, il, tl, metric=lambda q, g: q[:, :1])
+        evaluate_retrieval(images, texts, il, tl, metric=lambda q, g, query_modality: q[:, :1])
+    with pytest.raises(ValueError, match="query_modality"):
+        pairwise_scores(images, texts, scorer)
 
 
 def test_evaluate_caption_retrieval_matches_reference():

@@ -2,8 +2,9 @@
 
 Float embeddings live in a FAISS `IndexFlatIP` (metric "cosine" normalises on add and search, or
 "inner_product"); binary codes ({-1, +1} or {0, 1}) in an `IndexBinaryFlat`, packed to bits, with
-metric "hamming" (scores are negative distances). A callable metric, `scorer(queries, gallery) ->
-[Q, N]` (a learned metric network, reported as "learned"), scores the whole gallery in torch.
+metric "hamming" (scores are negative distances). A callable metric (a learned metric network,
+such as a model's `similarity`, reported as "learned") scores the whole gallery in torch as
+`scorer(queries, gallery, query_modality=...)`; the index is told which medium its queries are.
 
 `search` returns the top k; FAISS does not guarantee an order among tied scores. `scores` returns
 the full score matrix computed in torch from the stored vectors: evaluation ranks that, so that
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics import Scorer, _as_tensor, _hamming_from_signed, _signed_codes
+from .metrics import QUERY_MODALITIES, Scorer, _as_tensor, _hamming_from_signed, _signed_codes
 
 _INDEX_FILE = "index.faiss"
 _CONFIG_FILE = "index.json"
@@ -50,17 +51,30 @@ class RetrievalIndex:
 
     Args:
         dim: embedding size, or number of bits for metric "hamming".
-        metric: "cosine", "inner_product", "hamming", or a callable `scorer(queries, gallery)`
-            returning a `[Q, N]` score matrix (higher = more similar).
+        metric: "cosine", "inner_product", "hamming", or a callable
+            `scorer(queries, gallery, query_modality=...)` returning a `[Q, N]` score matrix
+            (higher = more similar).
+        query_modality: with a callable metric, the medium of the queries, "image" (the
+            gallery holds texts) or "text" (it holds images).
     """
 
-    def __init__(self, dim: int, metric: str | Scorer = "cosine") -> None:
+    def __init__(
+        self, dim: int, metric: str | Scorer = "cosine", query_modality: str | None = None
+    ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         if not callable(metric) and metric not in (*_FLOAT_METRICS, "hamming"):
             raise ValueError(
                 f"metric must be 'cosine', 'inner_product', 'hamming' or a callable, got {metric!r}"
             )
+        if callable(metric) and query_modality not in QUERY_MODALITIES:
+            raise ValueError(
+                f"a callable metric needs query_modality in {QUERY_MODALITIES}, "
+                f"got {query_modality!r}"
+            )
+        if not callable(metric) and query_modality is not None:
+            raise ValueError("query_modality only applies to a callable metric")
+        self.query_modality = query_modality
         self.dim = int(dim)
         self._scorer = metric if callable(metric) else None
         self.metric = "learned" if callable(metric) else metric
@@ -116,7 +130,8 @@ class RetrievalIndex:
         if self.metric == "hamming":
             return -_hamming_from_signed(q, self._stored())
         if self._scorer is not None:
-            scores = _as_tensor(self._scorer(q, self._vectors), "scorer output")
+            scores = self._scorer(q, self._vectors, query_modality=self.query_modality)
+            scores = _as_tensor(scores, "scorer output")
             if scores.shape != (len(q), len(self)):
                 raise ValueError(
                     f"scorer returned shape {tuple(scores.shape)}, expected {(len(q), len(self))}"

@@ -25,7 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-Scorer = Callable[[torch.Tensor, torch.Tensor], Any]
+Scorer = Callable[..., Any]
+"""A learned metric, called as `scorer(queries, gallery, query_modality=...) -> [Q, G]` (higher =
+more similar); `query_modality` is "image" (queries are images, the gallery texts) or "text", so
+that an asymmetric metric gets each medium in its own slot."""
+QUERY_MODALITIES = ("image", "text")
 
 # Elements per chunk of the [queries, gallery] matrices (about 4 MB of int64 keys).
 _CHUNK_ELEMENTS = 1 << 19
@@ -422,15 +426,27 @@ def precision_at_hamming_radius(
 # Scoring and end-to-end evaluation
 
 
-def pairwise_scores(queries: Any, gallery: Any, metric: str | Scorer = "cosine") -> torch.Tensor:
+def pairwise_scores(
+    queries: Any,
+    gallery: Any,
+    metric: str | Scorer = "cosine",
+    query_modality: str | None = None,
+) -> torch.Tensor:
     """Score matrix `[Q, G]`, higher = more similar.
 
     `metric`: "cosine" (L2-normalised inner product), "inner_product", "hamming" (negative
-    Hamming distance of binary codes), or a callable `scorer(queries, gallery) -> [Q, G]`.
-    Float scores are float32.
+    Hamming distance of binary codes), or a callable `Scorer`, which needs `query_modality`
+    ("image" or "text": the medium of the queries). Float scores are float32.
     """
     if callable(metric):
-        scores = _as_tensor(metric(queries, gallery), "scorer output")
+        if query_modality not in QUERY_MODALITIES:
+            raise ValueError(
+                f"a callable metric needs query_modality in {QUERY_MODALITIES}, "
+                f"got {query_modality!r}"
+            )
+        scores = _as_tensor(
+            metric(queries, gallery, query_modality=query_modality), "scorer output"
+        )
         expected = (len(queries), len(gallery))
         if scores.shape != expected:
             raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {expected}")
@@ -473,12 +489,14 @@ def _prepare_pair(
 
 
 def _direction_scores(
-    queries: torch.Tensor, gallery: torch.Tensor, metric: str | Scorer
+    queries: torch.Tensor, gallery: torch.Tensor, metric: str | Scorer, query_modality: str
 ) -> Callable[[int, int], torch.Tensor]:
     if metric == "hamming":
         return lambda start, end: -_hamming_from_signed(queries[start:end], gallery)
     if callable(metric):
-        return lambda start, end: pairwise_scores(queries[start:end], gallery, metric)
+        return lambda start, end: pairwise_scores(
+            queries[start:end], gallery, metric, query_modality
+        )
     return lambda start, end: queries[start:end] @ gallery.T
 
 
@@ -499,9 +517,10 @@ def evaluate_retrieval(
     """Label-based cross-media retrieval in both directions.
 
     image→text ranks all texts for each image query; text→image all images for each text.
-    `metric`: "cosine", "inner_product", "hamming" (binary codes) or a callable
-    `scorer(queries, gallery) -> [Q, G]` (higher = more similar), called on chunks of queries as
-    `scorer(images, texts)` for image→text and `scorer(texts, images)` for text→image.
+    `metric`: "cosine", "inner_product", "hamming" (binary codes) or a callable `Scorer`
+    (higher = more similar), called on chunks of queries as
+    `scorer(images, texts, query_modality="image")` for image→text and
+    `scorer(texts, images, query_modality="text")` for text→image.
 
     Returns `map_{i2t,t2i,avg}` (MAP@all), `map@{k}_*` and `precision@{k}_*` for k in `ks`,
     `queries_without_relevant_*`, `num_queries_*`, with codes also `precision@hamming2_*`, and
@@ -513,9 +532,13 @@ def evaluate_retrieval(
     _check_lengths(images, il, "image")
     _check_lengths(texts, tl, "text")
     results: dict[str, float] = {}
-    directions = {"i2t": (images, texts, il, tl), "t2i": (texts, images, tl, il)}
-    for name, (queries, gallery, ql, gl) in directions.items():
-        chunks = _ranked_chunks(_direction_scores(queries, gallery, metric), ql, gl, tie_averaged)
+    directions = {
+        "i2t": ("image", images, texts, il, tl),
+        "t2i": ("text", texts, images, tl, il),
+    }
+    for name, (modality, queries, gallery, ql, gl) in directions.items():
+        scores_for = _direction_scores(queries, gallery, metric, modality)
+        chunks = _ranked_chunks(scores_for, ql, gl, tie_averaged)
         stats = _query_stats(chunks, map_ks=ks, precision_ks=ks, tie_averaged=tie_averaged)
         results[f"map_{name}"] = stats["ap"].mean().item()
         for k in ks:
@@ -559,11 +582,11 @@ def evaluate_caption_retrieval(
     image_ids = torch.arange(len(images))
     results: dict[str, float] = {}
     directions = {
-        "i2t": (images, texts, image_ids, text_ids),
-        "t2i": (texts, images, text_ids, image_ids),
+        "i2t": ("image", images, texts, image_ids, text_ids),
+        "t2i": ("text", texts, images, text_ids, image_ids),
     }
-    for name, (queries, gallery, qi, gi) in directions.items():
-        chunks = _ranked_chunks(_direction_scores(queries, gallery, metric), qi, gi)
+    for name, (modality, queries, gallery, qi, gi) in directions.items():
+        chunks = _ranked_chunks(_direction_scores(queries, gallery, metric, modality), qi, gi)
         stats = _query_stats(chunks, hit_ks=ks)
         for k in ks:
             results[f"r@{k}_{name}"] = stats[f"hit@{k}"].double().mean().item()

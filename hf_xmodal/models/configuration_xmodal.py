@@ -28,7 +28,8 @@ class XmodalConfig(PreTrainedConfig):
             builds the towers empty, for `from_pretrained` to fill.
         retrieval_metric (`str`, defaults to `"cosine"`): how `get_*_features` outputs are
             compared: `"cosine"`, `"hamming"` (binary codes) or `"learned"` (the model's
-            `similarity` method).
+            `similarity(query_embeds, gallery_embeds, query_modality) -> [Q, G]` method, where
+            `query_modality` is `"image"` or `"text"`, the medium of the queries).
         num_labels (`int`): number of classes; set from the training data.
     """
 

@@ -84,10 +84,11 @@ def pr_curves(
     if captions:  # relevant = the caption's own image
         images, _ = unique_images(embeds)
         image_labels = torch.unique(labels)
-    metric = _metric(model)
+    texts, metric = embeds["text_embeds"], _metric(model)
     with torch.no_grad():
-        scores = pairwise_scores(images, embeds["text_embeds"], metric)
+        i2t = pairwise_scores(images, texts, metric, query_modality="image")
+        t2i = pairwise_scores(texts, images, metric, query_modality="text")
     return {
-        "image→text": precision_recall_curve(scores, image_labels, labels),
-        "text→image": precision_recall_curve(scores.T, labels, image_labels),
+        "image→text": precision_recall_curve(i2t, image_labels, labels),
+        "text→image": precision_recall_curve(t2i, labels, image_labels),
     }

@@ -1,0 +1,295 @@
+"""UNCSM: Unified Network for Cross-media Similarity Metric (Qi, Huang & Peng, MTAP 2017)."""
+
+import itertools
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .configuration_uncsm import UNCSMConfig
+from .inputs import ModalityInputs
+from .layers import FeatureMLP, gather_batch, labels_to_targets
+from .modeling_outputs import CrossModalOutput
+
+STAGES = ("pretrain", "finetune")
+QUERY_MODALITIES = ("image", "text")
+# Floats per [queries, gallery, width] block when `similarity` runs the metric network.
+_SCORE_ELEMENTS = 1 << 23
+
+
+def unit_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances `[len(a), len(b)]` between unit vectors, d = sqrt(2 − 2·cos)."""
+    return (2 - 2 * a @ b.T).clamp(min=1e-12).sqrt()
+
+
+def balanced_pair_mean(values: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Mean over anchors (rows) of ½·(mean over relevant pairs) + ½·(mean over the others)."""
+    rel = relevant.float()
+    irr = 1 - rel
+    pos = (values * rel).sum(1) / rel.sum(1).clamp(min=1)
+    neg = (values * irr).sum(1) / irr.sum(1).clamp(min=1)
+    return ((pos + neg) / 2).mean()
+
+
+def contrastive_loss(d: torch.Tensor, relevant: torch.Tensor, margin: float) -> torch.Tensor:
+    """L = y·d² + (1 − y)·max(0, m − d)², balanced over each anchor's pairs."""
+    values = torch.where(relevant, d.square(), F.relu(margin - d).square())
+    return balanced_pair_mean(values, relevant)
+
+
+def triplet_loss(
+    d: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float, mining: str
+) -> torch.Tensor:
+    """max(0, m + d(a, p) − d(a, n)) per anchor row a of `d`, averaged over the anchors.
+
+    "all": each anchor's mean over its valid (p, n) triplets; "hard": its farthest positive
+    against its nearest negative. Anchors without a positive or a negative add 0.
+    """
+    if mining == "hard":
+        farthest = d.masked_fill(~positive, -math.inf).amax(1)
+        nearest = d.masked_fill(~negative, math.inf).amin(1)
+        return F.relu(margin + farthest - nearest).mean()
+    valid = positive[:, :, None] & negative[:, None, :]
+    losses = F.relu(margin + d[:, :, None] - d[:, None, :]) * valid
+    return (losses.sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)).mean()
+
+
+def batch_offset(n: int) -> int:
+    """Row of this process's first sample in `gather_batch` output (batches of `n` rows)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() * n
+    return 0
+
+
+class MetricNetwork(nn.Module):
+    """s(u, v): an MLP on `[u, v, u ⊙ v]` giving one similarity logit; u an image's, v a text's
+    shared representation (the order matters).
+
+    The first layer is split by input block, W·[u, v, u⊙v] + b = W_u·u + W_v·v + W_p·(u⊙v) + b:
+    `forward` broadcasts u against v (pairs, or candidate lists); `grid` scores every image
+    against every text with one batched matrix product, [v, 1]·[u ⊙ W_pᵀ + W_vᵀ; W_u·u + b] per
+    image u, instead of materialising u ⊙ v for every pair.
+    """
+
+    def __init__(self, embed_dim: int, hidden_dims: list[int]):
+        super().__init__()
+        self.image_proj = nn.Linear(embed_dim, hidden_dims[0])
+        self.text_proj = nn.Linear(embed_dim, hidden_dims[0], bias=False)
+        self.product_proj = nn.Linear(embed_dim, hidden_dims[0], bias=False)
+        layers: list[nn.Module] = [nn.ReLU(inplace=True)]
+        for a, b in itertools.pairwise(hidden_dims):
+            layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(hidden_dims[-1], 1))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits of broadcast pairs: `[..., D]` images and texts → `[...]`."""
+        h = self.image_proj(image) + self.text_proj(text) + self.product_proj(image * text)
+        return self.head(h).squeeze(-1)
+
+    def grid(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits `[I, T]` of every image `[I, D]` against every text `[T, D]`."""
+        per_image = image[:, :, None] * self.product_proj.weight.T + self.text_proj.weight.T
+        per_image = torch.cat([per_image, self.image_proj(image)[:, None]], dim=1)  # [I, D+1, H]
+        h = F.pad(text, (0, 1), value=1.0).matmul(per_image)  # [I, T, H]
+        return self.head(h).squeeze(-1)
+
+
+def pathway(input_dim: int, config: UNCSMConfig) -> nn.Sequential:
+    """A medium's pathway: `pathway_layers` hidden layers, then a linear map to the shared space."""
+    hidden = [config.hidden_dim] * config.pathway_layers
+    width = hidden[-1] if hidden else input_dim
+    return nn.Sequential(
+        FeatureMLP(input_dim, hidden, config.dropout), nn.Linear(width, config.embed_dim)
+    )
+
+
+class UNCSMPreTrainedModel(PreTrainedModel):
+    config_class = UNCSMConfig
+    base_model_prefix = "uncsm"
+    main_input_name = "image_features"
+
+    def _init_weights(self, module: nn.Module):
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class UNCSMModel(UNCSMPreTrainedModel):
+    """Two pathways into a shared unit-norm space; a metric network scores image-text pairs."""
+
+    def __init__(self, config: UNCSMConfig):
+        super().__init__(config)
+        self.inputs = ModalityInputs(config)
+        self.image_pathway = pathway(config.image_feature_dim, config)
+        self.text_pathway = pathway(config.text_feature_dim, config)
+        self.metric_network = (
+            MetricNetwork(config.embed_dim, list(config.metric_hidden_dims))
+            if config.metric_weight > 0
+            else None
+        )
+        self.training_stage = "finetune" if self._finetunes() else "pretrain"
+        self.post_init()
+
+    def _finetunes(self) -> bool:
+        return self.config.triplet_weight > 0 or self.config.metric_weight > 0
+
+    def training_stages(self, epochs: int) -> list[tuple[str, int]]:
+        """`[("pretrain", n), ("finetune", epochs − n)]`, n = `pretrain_fraction` of the epochs
+        (rounded, leaving fine-tuning at least one); a stage switched off gets 0 epochs."""
+        if not self._finetunes():
+            return [("pretrain", epochs), ("finetune", 0)]
+        n = min(math.floor(epochs * self.config.pretrain_fraction + 0.5), epochs - 1)
+        return [("pretrain", n), ("finetune", epochs - n)]
+
+    def set_training_stage(self, stage: str) -> None:
+        """Choose the loss of `forward`: the contrastive pre-training or the fine-tuning terms."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if stage == "finetune" and not self._finetunes():
+            raise ValueError(
+                "the finetune stage has no loss: triplet_weight and metric_weight are 0"
+            )
+        self.training_stage = stage
+
+    def get_image_features(
+        self, image_features: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Shared representations of images `(batch, embed_dim)`, unit length."""
+        x = self.inputs.image(image_features, pixel_values)
+        return F.normalize(self.image_pathway(x), dim=1)
+
+    def get_text_features(
+        self,
+        text_features: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Shared representations of texts `(batch, embed_dim)`, unit length."""
+        x = self.inputs.text(text_features, input_ids, attention_mask)
+        return F.normalize(self.text_pathway(x), dim=1)
+
+    def _pair_logits(self, queries: torch.Tensor, gallery: torch.Tensor, query_modality: str):
+        """Metric network logits `[Q, G]` with the image side in its image slot: `gallery` is
+        `[G, D]` (every pair) or `[Q, K, D]` (candidates per query)."""
+        image_query = query_modality == "image"
+        if gallery.ndim == 2:
+            net = self.metric_network
+            return net.grid(queries, gallery) if image_query else net.grid(gallery, queries).T
+        queries = queries[:, None]
+        if image_query:
+            return self.metric_network(queries, gallery)
+        return self.metric_network(gallery, queries)
+
+    @torch.no_grad()
+    def similarity(
+        self,
+        query_embeds: torch.Tensor,
+        gallery_embeds: torch.Tensor,
+        query_modality: str = "image",
+        rerank_top_k: int | None = None,
+    ) -> torch.Tensor:
+        """Retrieval scores `[Q, G]` of each query against each gallery item, higher = better.
+
+        `query_modality`: "image" (queries are image embeddings, the gallery texts) or "text".
+        The metric network scores the pairs (cosine if it is off). `rerank_top_k` (default
+        `config.rerank_top_k`): 0 scores every pair; K > 0 scores only each query's top K by
+        cosine, and ranks the rest below them in cosine order. Queries are scored in chunks.
+        """
+        if query_modality not in QUERY_MODALITIES:
+            raise ValueError(
+                f"query_modality must be one of {QUERY_MODALITIES}, got {query_modality!r}"
+            )
+        k = self.config.rerank_top_k if rerank_top_k is None else rerank_top_k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"rerank_top_k must be an integer >= 0, got {k!r}")
+        dim = self.config.embed_dim
+        for name, x in (("query_embeds", query_embeds), ("gallery_embeds", gallery_embeds)):
+            if x.ndim != 2 or x.shape[1] != dim or len(x) == 0:
+                raise ValueError(f"{name} must have shape (n >= 1, {dim}), got {tuple(x.shape)}")
+        q = query_embeds.to(self.device, self.dtype)
+        g = gallery_embeds.to(self.device, self.dtype)
+        if self.metric_network is None:
+            return (F.normalize(q, dim=1) @ F.normalize(g, dim=1).T).to(query_embeds.device)
+        cols = min(k, len(g)) if k else len(g)
+        width = max(dim, *self.config.metric_hidden_dims)
+        rows = max(1, _SCORE_ELEMENTS // (cols * width))
+        chunks = []
+        for chunk in q.split(rows):
+            if not k:
+                chunks.append(self._pair_logits(chunk, g, query_modality))
+                continue
+            cosine = F.normalize(chunk, dim=1) @ F.normalize(g, dim=1).T
+            top = cosine.topk(cols, dim=1).indices
+            learned = self._pair_logits(chunk, g[top], query_modality)
+            # The rest: below every re-scored item (cosine is in [-1, 1]), in cosine order.
+            rest = learned.amin(1, keepdim=True) - 3 + cosine
+            chunks.append(rest.scatter(1, top, learned))
+        return torch.cat(chunks).to(query_embeds.device)
+
+    def forward(
+        self,
+        image_features: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> CrossModalOutput:
+        """Embed whichever media are given; with `labels` and both media, add the loss of the
+        current training stage (`set_training_stage`)."""
+        u = v = None
+        if image_features is not None or pixel_values is not None:
+            u = self.get_image_features(image_features, pixel_values)
+        if text_features is not None or input_ids is not None:
+            v = self.get_text_features(text_features, input_ids, attention_mask)
+        out = CrossModalOutput(image_embeds=u, text_embeds=v)
+        if return_loss is False or (labels is None and not return_loss):
+            return out
+        if labels is None or u is None or v is None:
+            raise ValueError("the loss needs image_features, text_features and labels")
+        if len(labels) != len(u) or len(u) != len(v):
+            raise ValueError(
+                f"batch sizes differ: {len(u)} images, {len(v)} texts, {len(labels)} labels"
+            )
+        y = labels_to_targets(labels.to(u.device), self.config.num_labels)
+        # Anchors: this process's rows; pair partners: the whole batch across processes.
+        all_u, all_v, all_y = gather_batch(u), gather_batch(v), gather_batch(y)
+        relevant = y @ all_y.T > 0
+        c = self.config
+        terms, weights = {}, {}
+        if self.training_stage == "pretrain":
+            # L = y·d² + (1 − y)·max(0, m − d)² over image-text pairs, anchored on each medium
+            terms["contrastive"] = contrastive_loss(
+                unit_distance(u, all_v), relevant, c.contrastive_margin
+            ) + contrastive_loss(unit_distance(v, all_u), relevant, c.contrastive_margin)
+            weights["contrastive"] = 1.0
+        if self.training_stage == "finetune" and c.triplet_weight > 0:
+            # L = Σ max(0, m + d(a, p) − d(a, n)), anchored on an image and on a text
+            anchored = [(u, all_v, relevant), (v, all_u, relevant)]
+            if c.intra_media_triplets:  # (image, image, image) and (text, text, text) too
+                self_pair = torch.arange(len(u), device=u.device)[:, None] + batch_offset(len(u))
+                own = relevant & (self_pair != torch.arange(len(all_u), device=u.device))
+                anchored += [(u, all_u, own), (v, all_v, own)]
+            terms["triplet"] = sum(
+                triplet_loss(
+                    unit_distance(a, b), pos, ~relevant, c.triplet_margin, c.triplet_mining
+                )
+                for a, b, pos in anchored
+            )
+            weights["triplet"] = c.triplet_weight
+        if self.training_stage == "finetune" and self.metric_network is not None:
+            # L = BCE(s(u, v), y) over the pairs of this process's images with all texts
+            logits = self.metric_network.grid(u, all_v)
+            bce = F.binary_cross_entropy_with_logits(logits, relevant.float(), reduction="none")
+            terms["metric"] = balanced_pair_mean(bce, relevant)
+            weights["metric"] = c.metric_weight
+        out.loss = sum(weights[name] * term for name, term in terms.items())
+        out.loss_terms = {name: (weights[name] * t).detach() for name, t in terms.items()}
+        return out
