@@ -224,3 +224,21 @@ def test_raw_path_end_to_end_on_real_photos(shared_towers, tmp_path):
     recall = evaluate_caption_retrieval(images, texts, torch.arange(12), ks=(1,))
     assert (ids[:, 0] == torch.arange(12)).float().mean() == recall["r@1_t2i"]
     assert recall["r@1_t2i"] >= 0.75  # chance: 1/12
+
+
+@pytest.mark.slow
+@needs_real_data("flickr8k")
+@needs_real_data("fashion")
+@pytest.mark.parametrize("dataset", ["flickr8k_features", "fashion_features", "wikipedia_minilm"])
+def test_full_sets_from_tower_features(dataset, tmp_path):
+    """On the full sets' tower features (extracted once, then cached), the DSCMR-style model,
+    selected on validation, beats CCA on the test split."""
+    from test_ablate import load
+
+    cca = load("baselines").main(
+        ["--dataset", dataset, "--methods", "cca", "--output_dir", str(tmp_path)]
+    )["cca"]
+    run = ["--dataset", dataset, "--epochs", "10", "--with_towers", "false"]
+    results = load("train").main([*run, "--output_dir", str(tmp_path / "dscmr")])
+    key = "rsum" if dataset == "flickr8k_features" else "map_avg"
+    assert results["test"][key] > cca["test"][key]
