@@ -4,7 +4,8 @@
     python scripts/benchmark_metric_scoring.py --top_k 10 100 1000 --threads 1
 
 Each case runs in a fresh process; its peak memory is the growth of the process's peak resident
-set while it scores (on top of the model and the embeddings).
+set while it scores (on top of the model and the embeddings). glibc keeps freed blocks mapped, so
+this overstates the tensors' own peak; `MALLOC_MMAP_THRESHOLD_=65536` in the environment shows it.
 """
 
 import argparse

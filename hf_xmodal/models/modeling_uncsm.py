@@ -71,15 +71,15 @@ class MetricNetwork(nn.Module):
 
     The first layer is split by input block, W·[u, v, u⊙v] + b = W_u·u + W_v·v + W_p·(u⊙v) + b:
     `forward` broadcasts u against v (pairs, or candidate lists); `grid` scores every image
-    against every text with one batched matrix product, [v, 1]·[u ⊙ W_pᵀ + W_vᵀ; W_u·u + b] per
-    image u, instead of materialising u ⊙ v for every pair.
+    against every text with one matrix product instead of materialising u ⊙ v for every pair:
+    for each row r of the smaller side, [c, 1]·[r ⊙ W_pᵀ + W_cᵀ; W_r·r + b] over the columns c.
     """
 
     def __init__(self, embed_dim: int, hidden_dims: list[int]):
         super().__init__()
-        self.image_proj = nn.Linear(embed_dim, hidden_dims[0])
+        self.image_proj = nn.Linear(embed_dim, hidden_dims[0], bias=False)
         self.text_proj = nn.Linear(embed_dim, hidden_dims[0], bias=False)
-        self.product_proj = nn.Linear(embed_dim, hidden_dims[0], bias=False)
+        self.product_proj = nn.Linear(embed_dim, hidden_dims[0])
         layers: list[nn.Module] = [nn.ReLU(inplace=True)]
         for a, b in itertools.pairwise(hidden_dims):
             layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
@@ -93,10 +93,17 @@ class MetricNetwork(nn.Module):
 
     def grid(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Logits `[I, T]` of every image `[I, D]` against every text `[T, D]`."""
-        per_image = image[:, :, None] * self.product_proj.weight.T + self.text_proj.weight.T
-        per_image = torch.cat([per_image, self.image_proj(image)[:, None]], dim=1)  # [I, D+1, H]
-        h = F.pad(text, (0, 1), value=1.0).matmul(per_image)  # [I, T, H]
-        return self.head(h).squeeze(-1)
+        if len(image) <= len(text):
+            return self._grid(image, self.image_proj, text, self.text_proj).T
+        return self._grid(text, self.text_proj, image, self.image_proj)
+
+    def _grid(self, rows, rows_proj: nn.Linear, cols, cols_proj: nn.Linear) -> torch.Tensor:
+        """Logits `[C, R]`: first layer [c, 1]·[r ⊙ W_pᵀ + W_colsᵀ; W_rows·r + b] for each row r."""
+        per_row = rows[:, :, None] * self.product_proj.weight.T + cols_proj.weight.T  # [R, D, H]
+        bias = rows_proj(rows) + self.product_proj.bias
+        per_row = torch.cat([per_row, bias[:, None]], dim=1).transpose(0, 1)  # [D+1, R, H]
+        hidden = F.pad(cols, (0, 1), value=1.0) @ per_row.reshape(len(per_row), -1)
+        return self.head(hidden.view(len(cols), len(rows), -1)).squeeze(-1)
 
 
 def pathway(input_dim: int, config: UNCSMConfig) -> nn.Sequential:
@@ -218,13 +225,14 @@ class UNCSMModel(UNCSMPreTrainedModel):
             return (F.normalize(q, dim=1) @ F.normalize(g, dim=1).T).to(query_embeds.device)
         cols = min(k, len(g)) if k else len(g)
         width = max(dim, *self.config.metric_hidden_dims)
-        rows = max(1, _SCORE_ELEMENTS // (cols * width))
+        rows = max(1, _SCORE_ELEMENTS // max(cols * width, len(g)))
+        unit_gallery = F.normalize(g, dim=1)
         chunks = []
         for chunk in q.split(rows):
             if not k:
                 chunks.append(self._pair_logits(chunk, g, query_modality))
                 continue
-            cosine = F.normalize(chunk, dim=1) @ F.normalize(g, dim=1).T
+            cosine = F.normalize(chunk, dim=1) @ unit_gallery.T
             top = cosine.topk(cols, dim=1).indices
             learned = self._pair_logits(chunk, g[top], query_modality)
             # The rest: below every re-scored item (cosine is in [-1, 1]), in cosine order.
