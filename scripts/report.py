@@ -3,7 +3,8 @@
     python scripts/report.py runs/*/results.json runs/baselines/*/results.json
     python scripts/report.py runs/ --split validation
 
-Runs that differ only in their seed (and output folder) share a row; the table is markdown.
+Runs that differ only in their seed (and output folder) share a row; a single run shows its value.
+The table is markdown.
 """
 
 import argparse
@@ -55,7 +56,14 @@ def main(argv: list[str]) -> str:
         ]
         for (method, _, variant), runs in sorted(rows.items()):
             summary = summarize(runs, args.split)
-            cells = [mean_std(summary, k) if k in summary else "–" for k in keys]
+            cells = [
+                "–"
+                if k not in summary
+                else mean_std(summary, k)
+                if len(runs) > 1
+                else f"{summary[k]['mean']:.4f}"
+                for k in keys
+            ]
             lines.append(f"| {method} | {variant} | {len(runs)} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
