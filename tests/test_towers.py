@@ -229,8 +229,8 @@ def test_raw_path_end_to_end_on_real_photos(shared_towers, tmp_path):
 @pytest.mark.slow
 @needs_real_data("flickr8k")
 @needs_real_data("fashion")
-@pytest.mark.parametrize("dataset", ["flickr8k_features", "fashion_features", "wikipedia_minilm"])
-def test_full_sets_from_tower_features(dataset, tmp_path):
+@pytest.mark.parametrize("dataset", ["fashion_features", "wikipedia_minilm"])
+def test_full_labelled_sets_from_tower_features(dataset, tmp_path):
     """On the full sets' tower features (extracted once, then cached), the DSCMR-style model,
     selected on validation, beats CCA on the test split."""
     from test_ablate import load
@@ -240,5 +240,18 @@ def test_full_sets_from_tower_features(dataset, tmp_path):
     )["cca"]
     run = ["--dataset", dataset, "--epochs", "10", "--with_towers", "false"]
     results = load("train").main([*run, "--output_dir", str(tmp_path / "dscmr")])
-    key = "rsum" if dataset == "flickr8k_features" else "map_avg"
-    assert results["test"][key] > cca["test"][key]
+    assert results["test"]["map_avg"] > cca["test"]["map_avg"]
+
+
+@pytest.mark.slow
+@needs_real_data("flickr8k")
+def test_full_flickr8k_caption_retrieval_from_tower_features(tmp_path):
+    """CCA on the full Flickr8k tower features: the 1,000 test images against their 5,000
+    captions, each image counted once, far above chance (R@10 = 1%)."""
+    from test_ablate import load
+
+    cca = load("baselines").main(
+        ["--dataset", "flickr8k_features", "--methods", "cca", "--output_dir", str(tmp_path)]
+    )["cca"]
+    assert cca["split_sizes"]["test"] == 5000
+    assert cca["test"]["r@10_t2i"] > 0.3 and cca["test"]["r@10_i2t"] > 0.3
