@@ -70,7 +70,10 @@ class UNCSMConfig(XmodalConfig):
     {0.25, 0.5, 0.75}, contrastive margin {0.5, 1}, hidden_dim {512, 1024}, (embed_dim,
     metric_hidden_dims) {(64, [64]), (128, [64]), (128, [128]), (256, [256])}, learning rate
     {1e-4, 1e-3}, weight decay {0, 0.01}, batch {100, 200}; the best three were rerun with
-    seeds 1 and 2.
+    seeds 1 and 2. They suit class-level relevance on small data. On caption data (Flickr8k tower
+    features, relevance = the same image) `{"pathway_layers": 0, "embed_dim": 256,
+    "triplet_mining": "hard", "pretrain_fraction": 0.2}` did far better on validation; on Fashion
+    tower features, `{"pretrain_fraction": 0.25, "dropout": 0.2}`.
     """
 
     model_type = "uncsm"

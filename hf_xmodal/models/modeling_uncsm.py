@@ -227,18 +227,18 @@ class UNCSMModel(UNCSMPreTrainedModel):
         width = max(dim, *self.config.metric_hidden_dims)
         rows = max(1, _SCORE_ELEMENTS // max(cols * width, len(g)))
         unit_gallery = F.normalize(g, dim=1)
-        chunks = []
-        for chunk in q.split(rows):
+        scores = torch.empty(len(q), len(g), device=q.device, dtype=q.dtype)
+        for start in range(0, len(q), rows):
+            chunk, out = q[start : start + rows], scores[start : start + rows]
             if not k:
-                chunks.append(self._pair_logits(chunk, g, query_modality))
+                out.copy_(self._pair_logits(chunk, g, query_modality))
                 continue
             cosine = F.normalize(chunk, dim=1) @ unit_gallery.T
             top = cosine.topk(cols, dim=1).indices
             learned = self._pair_logits(chunk, g[top], query_modality)
             # The rest: below every re-scored item (cosine is in [-1, 1]), in cosine order.
-            rest = learned.amin(1, keepdim=True) - 3 + cosine
-            chunks.append(rest.scatter(1, top, learned))
-        return torch.cat(chunks).to(query_embeds.device)
+            out.copy_(learned.amin(1, keepdim=True) - 3 + cosine).scatter_(1, top, learned)
+        return scores.to(query_embeds.device)
 
     def forward(
         self,
