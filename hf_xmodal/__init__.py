@@ -5,15 +5,29 @@ Importing the package registers every model with `AutoConfig`, `AutoModel` and `
 
 from importlib.metadata import version
 
-from .models import MODELS, CrossModalOutput, DSCMRConfig, DSCMRModel, XmodalProcessor
+from .models import (
+    MODELS,
+    CrossModalOutput,
+    DAMLConfig,
+    DAMLModel,
+    DSCMRConfig,
+    DSCMRModel,
+    UNCSMConfig,
+    UNCSMModel,
+    XmodalProcessor,
+)
 
 __version__ = version("hf_xmodal")
 
 __all__ = [
     "MODELS",
     "CrossModalOutput",
+    "DAMLConfig",
+    "DAMLModel",
     "DSCMRConfig",
     "DSCMRModel",
+    "UNCSMConfig",
+    "UNCSMModel",
     "XmodalProcessor",
     "__version__",
 ]

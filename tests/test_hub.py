@@ -92,7 +92,7 @@ def scratch():
 
 @pytest.fixture(scope="module")
 def hub():
-    with HubServer(token=TOKEN) as server:
+    with HubServer(token=TOKEN, chunk_size=64 * 1024) as server:  # every model's weights in parts
         yield server
 
 

@@ -11,13 +11,29 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 import hf_xmodal
-from hf_xmodal.models import DSCMRModel, XmodalProcessor
+from hf_xmodal.models import DAMLModel, DSCMRModel, UNCSMModel, XmodalProcessor
 
 NUM_LABELS = 4
 IMAGE_DIM, TEXT_DIM = 12, 6
 
 MODEL_CASES = [
     pytest.param(DSCMRModel, {"hidden_dims": [16], "embed_dim": 8}, id="dscmr"),
+    pytest.param(
+        DAMLModel,
+        {
+            "image_hidden_dims": [16],
+            "text_hidden_dims": [16],
+            "embed_dim": 8,
+            "modality_classifier_dims": [4],
+            "label_classification_weight": 1.0,
+        },
+        id="daml",
+    ),
+    pytest.param(
+        UNCSMModel,
+        {"hidden_dim": 16, "embed_dim": 8, "metric_hidden_dims": [8, 4]},
+        id="uncsm",
+    ),
 ]
 
 

@@ -6,14 +6,22 @@ file, so the configs, models, processor and the pieces they share sit side by si
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
+from .configuration_daml import DAMLConfig
 from .configuration_dscmr import DSCMRConfig
+from .configuration_uncsm import UNCSMConfig
 from .configuration_xmodal import TOWER_DIMS, XmodalConfig
 from .inputs import add_towers
+from .modeling_daml import DAMLModel, DAMLPreTrainedModel
 from .modeling_dscmr import DSCMRModel, DSCMRPreTrainedModel
 from .modeling_outputs import CrossModalOutput
+from .modeling_uncsm import UNCSMModel, UNCSMPreTrainedModel
 from .processing_xmodal import XmodalProcessor, XmodalTowerProcessor
 
-MODELS = {"dscmr": (DSCMRConfig, DSCMRModel)}
+MODELS = {
+    "dscmr": (DSCMRConfig, DSCMRModel),
+    "daml": (DAMLConfig, DAMLModel),
+    "uncsm": (UNCSMConfig, UNCSMModel),
+}
 """Model name (its `model_type`) → (config class, model class)."""
 
 for _config_class, _model_class in MODELS.values():
@@ -32,9 +40,15 @@ __all__ = [
     "MODELS",
     "TOWER_DIMS",
     "CrossModalOutput",
+    "DAMLConfig",
+    "DAMLModel",
+    "DAMLPreTrainedModel",
     "DSCMRConfig",
     "DSCMRModel",
     "DSCMRPreTrainedModel",
+    "UNCSMConfig",
+    "UNCSMModel",
+    "UNCSMPreTrainedModel",
     "XmodalConfig",
     "XmodalProcessor",
     "XmodalTowerProcessor",

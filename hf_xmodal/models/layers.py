@@ -1,5 +1,7 @@
 """Small building blocks shared by the models: tensors in, tensors out, no config objects."""
 
+import math
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -63,3 +65,30 @@ def gather_batch(x: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     return torch.cat(all_gather(x))
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Gradient reversal layer: the identity forward; backward multiplies the gradient by −scale.
+
+    A classifier behind it learns to tell its inputs apart while the layers before it learn to
+    make them indistinguishable (Ganin & Lempitsky, ICML 2015).
+    """
+    return _ReverseGradient.apply(x, scale)
+
+
+def reversal_schedule(progress: float, gamma: float = 10.0) -> float:
+    """λ_p = 2 / (1 + exp(−γ·p)) − 1 for training progress p in [0, 1]: 0 at the start, → 1."""
+    if not 0 <= progress <= 1:
+        raise ValueError(f"training progress must be in [0, 1], got {progress}")
+    return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
