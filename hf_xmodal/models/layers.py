@@ -43,6 +43,24 @@ def labels_to_targets(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
     )
 
 
+def loss_targets(
+    image_embeds: torch.Tensor | None,
+    text_embeds: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    num_labels: int,
+) -> torch.Tensor:
+    """The multi-hot targets of a training batch, after checking it has both media and labels of
+    one batch size."""
+    if labels is None or image_embeds is None or text_embeds is None:
+        raise ValueError("the loss needs image_features, text_features and labels")
+    if not len(labels) == len(image_embeds) == len(text_embeds):
+        raise ValueError(
+            f"batch sizes differ: {len(image_embeds)} images, {len(text_embeds)} texts, "
+            f"{len(labels)} labels"
+        )
+    return labels_to_targets(labels.to(image_embeds.device), num_labels)
+
+
 class FeatureMLP(nn.Sequential):
     """Linear → ReLU (→ Dropout) for each hidden size: a per-modality feature network."""
 

@@ -11,7 +11,7 @@ from .inputs import ModalityInputs
 from .layers import (
     FeatureMLP,
     gather_batch,
-    labels_to_targets,
+    loss_targets,
     reversal_schedule,
     reverse_gradient,
 )
@@ -123,14 +123,8 @@ class DAMLModel(DAMLPreTrainedModel):
             out.text_logits = self.label_classifier(v) if v is not None else None
         if return_loss is False or (labels is None and not return_loss):
             return out
-        if labels is None or u is None or v is None:
-            raise ValueError("the loss needs image_features, text_features and labels")
-        if len(labels) != len(u) or len(u) != len(v):
-            raise ValueError(
-                f"batch sizes differ: {len(u)} images, {len(v)} texts, {len(labels)} labels"
-            )
         config = self.config
-        y = labels_to_targets(labels.to(u.device), config.num_labels)
+        y = loss_targets(u, v, labels, config.num_labels)
         terms = {}
         if config.metric_learning_weight > 0:
             # Pairs of this batch's rows with the whole batch across processes.

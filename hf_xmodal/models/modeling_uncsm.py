@@ -12,7 +12,7 @@ from transformers import initialization as init
 
 from .configuration_uncsm import UNCSMConfig
 from .inputs import ModalityInputs
-from .layers import FeatureMLP, gather_batch, labels_to_targets
+from .layers import FeatureMLP, gather_batch, loss_targets
 from .modeling_outputs import CrossModalOutput
 
 STAGES = ("pretrain", "finetune")
@@ -260,13 +260,7 @@ class UNCSMModel(UNCSMPreTrainedModel):
         out = CrossModalOutput(image_embeds=u, text_embeds=v)
         if return_loss is False or (labels is None and not return_loss):
             return out
-        if labels is None or u is None or v is None:
-            raise ValueError("the loss needs image_features, text_features and labels")
-        if len(labels) != len(u) or len(u) != len(v):
-            raise ValueError(
-                f"batch sizes differ: {len(u)} images, {len(v)} texts, {len(labels)} labels"
-            )
-        y = labels_to_targets(labels.to(u.device), self.config.num_labels)
+        y = loss_targets(u, v, labels, self.config.num_labels)
         # Anchors: this process's rows; pair partners: the whole batch across processes.
         all_u, all_v, all_y = gather_batch(u), gather_batch(v), gather_batch(y)
         relevant = y @ all_y.T > 0
