@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +120,8 @@ def load_method_card(model_type: str, cards_dir: str | os.PathLike = CARDS_DIR) 
     return method
 
 
-def ablation_table(path: Path) -> dict[str, Any] | None:
-    """The card's ablation table from `scripts/ablate.py`'s file, if the run has one."""
-    if not path.is_file():
-        return None
-    ablation = json.loads(path.read_text())
+def ablation_table(ablation: dict[str, Any]) -> dict[str, Any]:
+    """One ablation table of the card, from a file `scripts/ablate.py` wrote."""
     full = ablation["rows"][0]["test"]
     keys = headline_metrics({k: v["mean"] for k, v in full.items()})
     return {
@@ -132,12 +130,34 @@ def ablation_table(path: Path) -> dict[str, Any] | None:
         "columns": [metric_label(k) for k in keys],
         "rows": [
             {
-                "name": f"without {row['component']}" if row["component"] else "full model",
+                "name": row["name"],
                 "cells": [mean_std(row["test"], k) for k in keys],
             }
             for row in ablation["rows"]
         ],
     }
+
+
+def run_ablations(
+    run_dir: Path, model_type: str, extra: Sequence[str | os.PathLike] = ()
+) -> dict[str, dict[str, Any]]:
+    """The ablations a run's card shows, by their file name in the upload: the run's own
+    `ablation.json` (if `scripts/ablate.py` made the run), then `extra` ablation files of the
+    same method, e.g. on another dataset, as `ablation-<dataset>.json`."""
+    found = {}
+    if (run_dir / ABLATION_FILE).is_file():
+        found[ABLATION_FILE] = json.loads((run_dir / ABLATION_FILE).read_text())
+    for path in map(Path, extra):
+        if not path.is_file():
+            raise ValueError(f"no ablation file {path}: run scripts/ablate.py first")
+        ablation = json.loads(path.read_text())
+        if ablation.get("model") != model_type:
+            raise ValueError(
+                f"{path} is an ablation of {ablation.get('model')!r}, this run is {model_type!r}"
+            )
+        dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(ablation["dataset"]).name).strip("-.")
+        found.setdefault(f"ablation-{dataset}.json", ablation)
+    return found
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -152,10 +172,12 @@ def render_model_card(
     repo_id: str,
     dataset_repo_id: str | None = None,
     cards_dir: str | os.PathLike = CARDS_DIR,
+    ablations: Sequence[str | os.PathLike] = (),
 ) -> ModelCard:
     """The model card of a run, from the template, the method's metadata and `results.json`.
 
-    `dataset_repo_id`, when the training data is on the Hub, links the card to it.
+    `dataset_repo_id`, when the training data is on the Hub, links the card to it; `ablations`
+    are further ablation files of the method shown beside the run's own (`run_ablations`).
     """
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
@@ -242,7 +264,10 @@ def render_model_card(
         "peak_memory": f"{results['peak_memory_mb']:.0f} MB",
         "created": results["created"],
         "raw_inputs": saved_config.get("input_mode") == "raw",
-        "ablation": ablation_table(run_dir / ABLATION_FILE),
+        "ablations": [
+            ablation_table(a)
+            for a in run_ablations(run_dir, results["model_type"], ablations).values()
+        ],
     }
     return ModelCard.from_template(card_data, template_path=Path(cards_dir) / TEMPLATE, **context)
 
@@ -252,20 +277,24 @@ def build_upload_folder(
     folder: str | os.PathLike,
     repo_id: str,
     dataset_repo_id: str | None = None,
+    ablations: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write exactly what a push uploads into `folder` (the dry run): the saved model and
-    processor with their code, `results.json`, `pr_curve.png` and `README.md` (the card)."""
+    processor with their code, `results.json`, `pr_curve.png`, the ablation files and
+    `README.md` (the card)."""
     run_dir, folder = Path(run_dir), Path(folder)
-    card = render_model_card(run_dir, repo_id, dataset_repo_id)
+    card = render_model_card(run_dir, repo_id, dataset_repo_id, ablations=ablations)
     if folder.exists() and any(folder.iterdir()):
         raise ValueError(f"{folder} is not empty")
     folder.mkdir(parents=True, exist_ok=True)
     for path in sorted((run_dir / MODEL_DIR).iterdir()):
         if path.is_file():
             shutil.copy2(path, folder / path.name)
-    for name in (RESULTS_FILE, PLOT_FILE, ABLATION_FILE):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, folder / name)
+    for name in (RESULTS_FILE, PLOT_FILE):
+        shutil.copy2(run_dir / name, folder / name)
+    model_type = load_results(run_dir)["model_type"]
+    for name, ablation in run_ablations(run_dir, model_type, ablations).items():
+        (folder / name).write_text(json.dumps(ablation, indent=2) + "\n")
     card.save(folder / "README.md")
     return folder
 
@@ -289,6 +318,7 @@ def push_run(
     repo_id: str | None = None,
     private: bool = False,
     dataset_repo_id: str | None = None,
+    ablations: Sequence[str | os.PathLike] = (),
 ) -> str:
     """Push a training run to the Hub and return the repo id.
 
@@ -303,7 +333,9 @@ def push_run(
     repo_id = name if "/" in name else f"{api.whoami()['name']}/{name}"
     _check_name_is_free(api, repo_id, weights_sha256(run_dir / MODEL_DIR))
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build_upload_folder(run_dir, Path(tmp) / "upload", repo_id, dataset_repo_id)
+        folder = build_upload_folder(
+            run_dir, Path(tmp) / "upload", repo_id, dataset_repo_id, ablations
+        )
         ModelCard.load(folder / "README.md").validate()
         api.create_repo(repo_id, private=private, exist_ok=True)
         results = load_results(run_dir)

@@ -4,11 +4,13 @@
     python scripts/ablate.py --model uncsm --dataset fashion_features --seeds 0 --epochs 20
 
 The components are those of `model_cards/<model_type>.yaml`, each switched off through its config
-field: 0 for a weight or a count, false for a switch, or the value the yaml gives under `off`.
-Every run is a `scripts/train.py` run in `<output_dir>/<variant>-seed<seed>` (arguments this
-script does not know go to train.py); a finished run is reused, so an interrupted ablation
-continues where it stopped. `<output_dir>/ablation.json` holds the mean ± std of every test metric
-per variant; it is copied into each full-model run, whose model card then shows the table.
+field: 0 for a weight or a count, false for a switch. An optional component the model leaves off
+is switched on instead, at the yaml's `paper_values` (else 1). Every run is a `scripts/train.py`
+run in `<output_dir>/<variant>-seed<seed>` (arguments this script does not know go to train.py);
+a finished run is reused, so an interrupted ablation continues where it stopped.
+`<output_dir>/ablation.json` holds the mean ± std of every test metric per variant; it is copied
+into each full-model run, whose model card then shows the table (`scripts/push_to_hub.py
+--ablation` adds the tables of other datasets).
 """
 
 import json
@@ -37,22 +39,21 @@ class AblationArguments:
     )
 
 
-def off_value(component: dict, default):
-    """The value of a component's config field that switches it off."""
-    if "off" in component:
-        return component["off"]
-    return False if isinstance(default, bool) else 0
-
-
-def variants(model: str, base: dict) -> list[tuple[str, str | None, dict]]:
-    """(variant name, component name, config overrides): the full model, then each part off."""
+def variants(model: str, base: dict) -> list[tuple[str, str, dict]]:
+    """(variant, row name, config overrides): the full model, then each component switched off
+    in turn; a component the model leaves off is switched on instead, at the paper's value."""
     config_class, _ = train.MODELS[model]
     defaults = config_class(**base).to_dict()
-    rows = [("full", None, base)]
-    for component in load_method_card(model)["components"]:
+    method = load_method_card(model)
+    rows = [("full", "full model", base)]
+    for component in method["components"]:
         name = component["config"]
-        value = off_value(component, defaults[name])
-        rows.append((f"no-{name}", component["name"], {**base, name: value}))
+        off = False if isinstance(defaults[name], bool) else 0
+        if defaults[name] != off:
+            rows.append((f"no-{name}", f"without {component['name']}", {**base, name: off}))
+        else:
+            on = method["paper_values"].get(name, True if isinstance(off, bool) else 1.0)
+            rows.append((f"with-{name}", f"with {component['name']}", {**base, name: on}))
     return rows
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> dict:
     output_dir = Path(args.output_dir or f"runs/ablation-{args.model}-{Path(args.dataset).name}")
     base = train.config_overrides(args.model_config)
     rows = []
-    for variant, component, overrides in variants(args.model, base):
+    for variant, name, overrides in variants(args.model, base):
         runs = []
         for seed in args.seeds:
             run_dir = output_dir / f"{variant}-seed{seed}"
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> dict:
         rows.append(
             {
                 "variant": variant,
-                "component": component,
+                "name": name,
                 "model_config": overrides,
                 "runs": [f"{variant}-seed{seed}" for seed in args.seeds],
                 "test": summarize(runs),
@@ -100,8 +101,7 @@ def main(argv: list[str]) -> dict:
     print("| variant | " + " | ".join(metric_label(k) for k in keys) + " |")
     print("| --- " * (len(keys) + 1) + "|")
     for row in rows:
-        name = row["component"] and f"without {row['component']}" or "full model"
-        print(f"| {name} | " + " | ".join(mean_std(row["test"], k) for k in keys) + " |")
+        print(f"| {row['name']} | " + " | ".join(mean_std(row["test"], k) for k in keys) + " |")
     return ablation
 
 

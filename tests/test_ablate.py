@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_xmodal.hub import build_upload_folder, load_method_card
+from hf_xmodal.data import load_dataset_by_name
+from hf_xmodal.hub import ABLATION_FILE, build_upload_folder, load_method_card
 from hf_xmodal.training import load_results, summarize
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
@@ -50,6 +51,21 @@ def test_each_component_is_switched_off_in_turn(ablation):
     assert json.loads((out / "ablation.json").read_text()) == result
 
 
+def test_a_component_left_off_is_switched_on_at_the_paper_value():
+    rows = {
+        variant: (name, overrides)
+        for variant, name, overrides in load("ablate").variants("daml", {})
+    }
+    assert rows["no-adversarial_weight"] == (
+        "without Adversarial regulariser",
+        {"adversarial_weight": 0},
+    )
+    name, overrides = rows["with-label_classification_weight"]
+    assert name.startswith("with Label classification")
+    paper = load_method_card("daml")["paper_values"]["label_classification_weight"]
+    assert overrides == {"label_classification_weight": paper} and paper > 0
+
+
 def test_an_interrupted_ablation_reuses_finished_runs(ablation):
     out, result = ablation
     stamp = (out / "full-seed0" / "results.json").stat().st_mtime_ns
@@ -67,6 +83,32 @@ def test_the_card_shows_the_ablation(ablation, tmp_path):
     no_j2 = result["rows"][2]["test"]["map_avg"]
     assert "| without Common-space discrimination loss (J2) | " in card
     assert f"{no_j2['mean']:.4f} ± {no_j2['std']:.4f} |" in card
+
+
+def test_the_card_shows_ablations_on_other_datasets(ablation, tmp_path):
+    out, result = ablation
+    data = tmp_path / "wiki-copy"
+    load_dataset_by_name("wikipedia").save_to_disk(data)
+    other_dir = tmp_path / "other"
+    argv = ["--dataset", str(data), "--seeds", "0", "--output_dir", str(other_dir), *SMALL]
+    other = load("ablate").main(argv)
+    folder = build_upload_folder(
+        out / "full-seed0", tmp_path / "upload", "user/demo", ablations=[other_dir / ABLATION_FILE]
+    )
+    assert json.loads((folder / "ablation.json").read_text()) == result
+    assert json.loads((folder / "ablation-wiki-copy.json").read_text()) == other
+    card = ModelCard.load(folder / "README.md").text
+    assert card.index("Ablation on `wikipedia` (") < card.index(f"Ablation on `{data}` (")
+
+    (tmp_path / "uncsm.json").write_text(json.dumps({**other, "model": "uncsm"}))
+    with pytest.raises(ValueError, match="ablation of 'uncsm', this run is 'dscmr'"):
+        build_upload_folder(
+            out / "full-seed0", tmp_path / "x", "user/demo", ablations=[tmp_path / "uncsm.json"]
+        )
+    with pytest.raises(ValueError, match="no ablation file .*missing.json: run scripts/ablate.py"):
+        build_upload_folder(
+            out / "full-seed0", tmp_path / "x", "user/demo", ablations=[tmp_path / "missing.json"]
+        )
 
 
 def test_report_groups_seeds_of_one_recipe(ablation):
