@@ -139,16 +139,34 @@ def test_metric_loss_is_zero_exactly_when_classes_are_separated_beyond_the_margi
     assert metric_loss(moved, sim, fraction, margin=2.0) > 0
 
 
-def test_metric_loss_of_row_shards_averages_to_the_whole_batch_value():
+def test_hard_mining_pushes_each_rows_nearest_different_class_item():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    labels = [0, 0, 1, 2, 1, 3]
+    y = F.one_hot(torch.tensor(labels), 4).float()
+    sim = (y @ y.T > 0).float()
+    d2 = squared_distances(a, b)
+    margin = 3.0
+    pushes = [
+        max(max(margin - d2[i, j].item(), 0) for j in range(6) if labels[j] != labels[i])
+        for i in range(6)
+    ]
+    pull = (sim * d2).sum() / sim.sum()
+    expected = pull + sum(pushes) / 6
+    torch.testing.assert_close(metric_loss(d2, sim, sim.mean(), margin, "hard"), expected)
+
+
+@pytest.mark.parametrize("mining", ["all", "hard"])
+def test_metric_loss_of_row_shards_averages_to_the_whole_batch_value(mining):
     """What N processes compute on their rows × the gathered batch averages to one process's."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
     y = F.one_hot(torch.tensor([0, 0, 0, 1, 1, 2, 0, 1]), 3).float()
     sim = (y @ y.T > 0).float()
     fraction = sim.mean()
-    whole = metric_loss(squared_distances(a, b), sim, fraction, 1.0)
+    whole = metric_loss(squared_distances(a, b), sim, fraction, 1.0, mining)
     shards = [
-        metric_loss(squared_distances(a[rows], b), sim[rows], fraction, 1.0)
+        metric_loss(squared_distances(a[rows], b), sim[rows], fraction, 1.0, mining)
         for rows in (slice(0, 4), slice(4, 8))
     ]
     torch.testing.assert_close(sum(shards) / 2, whole)
@@ -167,6 +185,7 @@ def test_multi_hot_labels_train():
     [
         ({"margin": 0}, "margin"),
         ({"margin": 4.5}, "margin"),
+        ({"negative_mining": "semi"}, "negative_mining"),
         ({"embed_dim": 0}, "embed_dim"),
         ({"text_hidden_dims": []}, "text_hidden_dims"),
         ({"modality_classifier_dims": [0]}, "modality_classifier_dims"),

@@ -6,6 +6,7 @@ from .configuration_xmodal import XmodalConfig
 
 SPACE_WEIGHTS = ("metric_learning_weight", "pair_consistency_weight", "label_classification_weight")
 """The loss weights of the terms that shape the shared space (the adversary only regularises it)."""
+NEGATIVE_MINING = ("all", "hard")
 
 
 @strict
@@ -33,12 +34,17 @@ class DAMLConfig(XmodalConfig):
             each map one linear layer (ACMR reading: `True`, tanh instead of ReLU).
         dropout (`float`, defaults to 0.0): dropout after each hidden layer.
         metric_learning_weight (`float`, defaults to 1.0): component 2, L_met: over the
-            image-text, image-image and text-text pairs of the batch, the mean squared distance
-            of same-class pairs plus the mean of `[margin − d²]_+` over different-class pairs
-            (distances between unit-normalised embeddings); ACMR reading: 1 (its margin term).
+            image-text (both directions, each counted half), image-image and text-text pairs of
+            the batch, the mean squared distance of same-class pairs plus the push
+            `[margin − d²]_+` of different-class pairs (distances between unit-normalised
+            embeddings); ACMR reading: 1 (its margin term).
         margin (`float`, defaults to 1.0): the squared distance beyond which different-class
             pairs stop being pushed, in (0, 4] (unit vectors are at most 2 apart); d² = 1 is
             orthogonal. Not given in the abstract.
+        negative_mining (`str`, defaults to `"all"`): `"all"` averages the push over every
+            different-class pair; `"hard"` takes, per item, its nearest different-class item
+            (for instance-level relevance such as captions, where almost every pair differs).
+            Not given in the abstract.
         pair_consistency_weight (`float`, defaults to 0.1): component 3, L_pair: the mean squared
             distance between the image and text embeddings of each pair (unit-normalised);
             ACMR reading: 1 (its pair L2).
@@ -57,7 +63,11 @@ class DAMLConfig(XmodalConfig):
     script's defaults: 40 epochs, Adam lr 1e-3 with cosine decay, β1 0.5, batch 100), one change
     at a time from a first setting and then combined: margin {0.5, 1, 1.5, 2}, pair weight
     {0, 0.03, 0.1, 1}, adversarial weight {0, 0.1, 1}, label weight {0, 1}, hidden sizes {[512],
-    [1024], [2048], [1024, 1024]}, embed_dim {64, 128}, dropout {0, 0.2}.
+    [1024], [2048], [1024, 1024]}, embed_dim {64, 128}, dropout {0, 0.2}. They suit class-level
+    relevance. On caption data (Flickr8k tower features, relevance = the same image; 10 epochs,
+    validation R-sum of seed 0) `{"negative_mining": "hard", "nonlinear_maps": false}` did far
+    better: 2.57 against 1.83 for the defaults (lr 1e-4: 1.99; margin 0.5 or 2, pair weight 1,
+    dropout 0.2, embed_dim 256: 1.46-1.81; hard mining alone: 2.43, with margin 0.5: 2.52).
     """
 
     model_type = "daml"
@@ -69,6 +79,7 @@ class DAMLConfig(XmodalConfig):
     dropout: float | int = 0.0
     metric_learning_weight: float | int = 1.0
     margin: float | int = 1.0
+    negative_mining: str = "all"
     pair_consistency_weight: float | int = 0.1
     adversarial_weight: float | int = 1.0
     modality_classifier_dims: list[int] | tuple[int, ...] = (64,)
@@ -87,6 +98,10 @@ class DAMLConfig(XmodalConfig):
                 raise ValueError(f"{name} must be a non-empty list of positive sizes, got {dims}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.negative_mining not in NEGATIVE_MINING:
+            raise ValueError(
+                f"negative_mining must be one of {NEGATIVE_MINING}, got {self.negative_mining!r}"
+            )
         if not 0 < self.margin <= 4:
             raise ValueError(
                 f"margin must be in (0, 4] (squared unit-vector distance), got {self.margin}"

@@ -30,17 +30,24 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def metric_loss(
-    d2: torch.Tensor, sim: torch.Tensor, positive_fraction: torch.Tensor, margin: float
+    d2: torch.Tensor,
+    sim: torch.Tensor,
+    positive_fraction: torch.Tensor,
+    margin: float,
+    mining: str = "all",
 ) -> torch.Tensor:
-    """Mean d² over same-class pairs + mean [margin − d²]_+ over different-class pairs.
+    """Mean d² over same-class pairs + the push of different-class pairs beyond the margin.
 
-    `sim` marks the same-class pairs among this process's rows × the whole batch; the means are
-    taken with the positive fraction of the whole batch, so N processes average to the value of
-    one process holding the whole batch.
+    The push is the mean [margin − d²]_+ over different-class pairs ("all") or, per row, that of
+    its nearest different-class item ("hard"), averaged over the rows. `sim` marks the same-class
+    pairs among this process's rows × the whole batch; means are taken with the positive fraction
+    of the whole batch, so N processes average to the value of one process holding the batch.
     """
     pull = (sim * d2).mean() / positive_fraction.clamp_min(1e-12)
-    push = ((1 - sim) * F.relu(margin - d2)).mean() / (1 - positive_fraction).clamp_min(1e-12)
-    return pull + push
+    hinge = (1 - sim) * F.relu(margin - d2)
+    if mining == "hard":
+        return pull + hinge.amax(1).mean()
+    return pull + hinge.mean() / (1 - positive_fraction).clamp_min(1e-12)
 
 
 class DAMLPreTrainedModel(PreTrainedModel):
@@ -131,12 +138,16 @@ class DAMLModel(DAMLPreTrainedModel):
             all_u, all_v, all_y = gather_batch(u), gather_batch(v), gather_batch(y)
             sim = (y @ all_y.T > 0).float()
             positive_fraction = (all_y @ all_y.T > 0).float().mean()
-            # L_met = Σ over image-text, image-image, text-text pairs of
-            #         mean_{same class} d² + mean_{different class} [margin − d²]_+
-            terms["metric_learning"] = sum(
-                metric_loss(squared_distances(a, b), sim, positive_fraction, config.margin)
-                for a, b in ((u, all_v), (u, all_u), (v, all_v))
-            )
+
+            # L_met = ½ (m(image → text) + m(text → image)) + m(image → image) + m(text → text),
+            # m = mean_{same class} d² + push of different-class pairs beyond the margin
+            def m(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                d2 = squared_distances(a, b)
+                return metric_loss(
+                    d2, sim, positive_fraction, config.margin, config.negative_mining
+                )
+
+            terms["metric_learning"] = (m(u, all_v) + m(v, all_u)) / 2 + m(u, all_u) + m(v, all_v)
         if config.pair_consistency_weight > 0:
             # L_pair = mean_i ||û_i − v̂_i||² (unit-normalised embeddings of the same pair)
             terms["pair_consistency"] = (2 - 2 * F.cosine_similarity(u, v)).mean()
