@@ -56,14 +56,7 @@ def main(argv: list[str]) -> str:
         ]
         for (method, _, variant), runs in sorted(rows.items()):
             summary = summarize(runs, args.split)
-            cells = [
-                "–"
-                if k not in summary
-                else mean_std(summary, k)
-                if len(runs) > 1
-                else f"{summary[k]['mean']:.4f}"
-                for k in keys
-            ]
+            cells = ["–" if k not in summary else mean_std(summary, k) for k in keys]
             lines.append(f"| {method} | {variant} | {len(runs)} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)

@@ -119,3 +119,5 @@ def test_report_groups_seeds_of_one_recipe(ablation):
     assert "| dscmr |" in table and f"| 2 | {cells} |" in table
     everything = load("report").main([str(out)])
     assert everything.count("| dscmr |") == len(result["rows"])
+    one = load_results(out / "full-seed0")["test"]["map_i2t"]
+    assert f"| 1 | {one:.4f} |" in load("report").main([str(out / "full-seed0")])

@@ -61,19 +61,21 @@ def headline(metrics: dict[str, float]) -> str:
 
 
 def summarize(runs: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, float]]:
-    """Mean and sample standard deviation of every metric of `split` over runs (e.g. seeds)."""
+    """Mean and sample standard deviation (None for one run) of every metric of `split` over runs
+    (e.g. seeds)."""
     if not runs:
         raise ValueError("no runs to summarize")
     keys = [k for k, v in runs[0][split].items() if isinstance(v, float)]
     return {
         key: {
             "mean": statistics.fmean(r[split][key] for r in runs),
-            "std": statistics.stdev(r[split][key] for r in runs) if len(runs) > 1 else 0.0,
+            "std": statistics.stdev(r[split][key] for r in runs) if len(runs) > 1 else None,
         }
         for key in keys
     }
 
 
 def mean_std(summary: dict[str, dict[str, float]], key: str) -> str:
-    """`0.2611 ± 0.0031` for one metric of a `summarize` result."""
-    return f"{summary[key]['mean']:.4f} ± {summary[key]['std']:.4f}"
+    """`0.2611 ± 0.0031` for one metric of a `summarize` result (`0.2611` for one run)."""
+    mean, std = summary[key]["mean"], summary[key]["std"]
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
