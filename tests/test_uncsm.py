@@ -119,6 +119,18 @@ def test_metric_network_off_means_cosine_retrieval():
         UNCSMConfig(metric_weight=0, retrieval_metric="learned")
 
 
+def test_pre_training_validation_scores_by_cosine():
+    """The metric network is trained only in fine-tuning; before it, retrieval uses cosine."""
+    model = make_model()
+    images, texts = embeds(model)
+    model.set_training_stage("pretrain")
+    torch.testing.assert_close(model.similarity(images, texts), images @ texts.T)
+    model.set_training_stage("finetune")
+    torch.testing.assert_close(
+        model.similarity(images, texts), reference_scores(model, images, texts)
+    )
+
+
 def test_no_finetuning_loss_means_all_epochs_pretrain():
     model = make_model(triplet_weight=0, metric_weight=0)
     assert model.training_stages(8) == [("pretrain", 8), ("finetune", 0)]

@@ -204,7 +204,8 @@ class UNCSMModel(UNCSMPreTrainedModel):
         """Retrieval scores `[Q, G]` of each query against each gallery item, higher = better.
 
         `query_modality`: "image" (queries are image embeddings, the gallery texts) or "text".
-        The metric network scores the pairs (cosine if it is off). `rerank_top_k` (default
+        The metric network scores the pairs (cosine if it is off, or untrained in the
+        pre-training stage). `rerank_top_k` (default
         `config.rerank_top_k`): 0 scores every pair; K > 0 scores only each query's top K by
         cosine, and ranks the rest below them in cosine order. Queries are scored in chunks.
         """
@@ -221,7 +222,7 @@ class UNCSMModel(UNCSMPreTrainedModel):
                 raise ValueError(f"{name} must have shape (n >= 1, {dim}), got {tuple(x.shape)}")
         q = query_embeds.to(self.device, self.dtype)
         g = gallery_embeds.to(self.device, self.dtype)
-        if self.metric_network is None:
+        if self.metric_network is None or self.training_stage == "pretrain":
             return (F.normalize(q, dim=1) @ F.normalize(g, dim=1).T).to(query_embeds.device)
         cols = min(k, len(g)) if k else len(g)
         width = max(dim, *self.config.metric_hidden_dims)
