@@ -3,9 +3,10 @@
     python scripts/benchmark_towers.py                          # Flickr8k test photos + captions
     python scripts/benchmark_towers.py --images 128 --texts 1024 --batch_size 64
 
-"hf_xmodal" is the package's path (processor + tower, channels_last); "plain" is the textbook
-path: timm's model in its default memory format with torchvision transforms, and transformers'
-AutoModel + AutoTokenizer with mean pooling. Preprocessing is included in both.
+"hf_xmodal" is the package's path (processor + frozen tower, channels_last, batch norms folded
+into the convolutions); "plain" is the textbook path: timm's model in its default memory format
+with torchvision transforms, and transformers' AutoModel + AutoTokenizer with mean pooling.
+Preprocessing is included in both.
 """
 
 import argparse

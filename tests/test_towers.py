@@ -59,6 +59,32 @@ def test_image_regions_pool_to_the_pooled_features(shared_towers):
     torch.testing.assert_close(regions.mean(dim=(2, 3)), pooled, rtol=1e-4, atol=1e-5)
 
 
+def test_frozen_inference_folds_batch_norms_into_the_convolutions(shared_towers):
+    tower = shared_towers.image
+    photos = [sample_photo(name) for name in SAMPLE_PHOTOS]
+    pixels = shared_towers.processor(images=photos)["pixel_values"]
+    with torch.no_grad():
+        folded = tower(pixels)
+        plain = tower.model.forward_head(tower.model.forward_features(pixels), pre_logits=True)
+    torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-4)
+    norms = [m for m in tower.__dict__["_folded"].modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not norms and len(tower.state_dict()) == len(build_image_tower(False).state_dict())
+
+    trainable = towers.ImageTower(pretrained=False).eval()  # requires grad: never folded
+    with torch.no_grad():
+        trainable(pixels)
+    assert "_folded" not in trainable.__dict__
+
+    # New weights drop the folded copy; the next call folds the new weights.
+    trainable.requires_grad_(False).load_state_dict(tower.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(trainable(pixels), folded)
+    trainable.load_state_dict(towers.ImageTower(pretrained=False).state_dict())
+    assert "_folded" not in trainable.__dict__
+    with torch.no_grad():
+        assert not torch.allclose(trainable(pixels), folded, atol=1e-2)
+
+
 def test_text_tower_sentences_and_tokens(shared_towers):
     short, long = "a dog runs", "two children play football on a wide green field in the sun"
     alone = shared_towers.embed_texts([short])

