@@ -67,7 +67,8 @@ def test_frozen_inference_folds_batch_norms_into_the_convolutions(shared_towers)
         folded = tower(pixels)
         plain = tower.model.forward_head(tower.model.forward_features(pixels), pre_logits=True)
     torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-4)
-    norms = [m for m in tower.__dict__["_folded"].modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    _, copy = tower.__dict__["_folded"]
+    norms = [m for m in copy.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert not norms and len(tower.state_dict()) == len(build_image_tower(False).state_dict())
 
     trainable = towers.ImageTower(pretrained=False).eval()  # requires grad: never folded

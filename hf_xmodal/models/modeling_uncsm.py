@@ -205,9 +205,9 @@ class UNCSMModel(UNCSMPreTrainedModel):
 
         `query_modality`: "image" (queries are image embeddings, the gallery texts) or "text".
         The metric network scores the pairs (cosine if it is off, or untrained in the
-        pre-training stage). `rerank_top_k` (default
-        `config.rerank_top_k`): 0 scores every pair; K > 0 scores only each query's top K by
-        cosine, and ranks the rest below them in cosine order. Queries are scored in chunks.
+        pre-training stage). `rerank_top_k` (default `config.rerank_top_k`): 0 scores every
+        pair; K > 0 scores only each query's top K by cosine, and ranks the rest below them in
+        cosine order. Queries are scored in chunks.
         """
         if query_modality not in QUERY_MODALITIES:
             raise ValueError(

@@ -151,11 +151,12 @@ class ImageTower(nn.Module):
             if not self.model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last):
                 self.model.to(memory_format=torch.channels_last)  # loaded by from_pretrained
             return self.model
-        folded = self.__dict__.get("_folded")  # kept out of the state dict and of `.to()`
-        place = lambda m: (m.conv_stem.weight.device, m.conv_stem.weight.dtype)  # noqa: E731
-        if folded is None or place(folded) != place(self.model):
-            folded = self.__dict__["_folded"] = fold_batch_norms(self.model)
-        return folded
+        weight = self.model.conv_stem.weight
+        place = (weight.device, weight.dtype)
+        cached = self.__dict__.get("_folded")  # (place, copy): out of the state dict and `.to()`
+        if cached is None or cached[0] != place:
+            cached = self.__dict__["_folded"] = (place, fold_batch_norms(self.model))
+        return cached[1]
 
     def forward(self, pixel_values: torch.Tensor, regions: bool = False) -> torch.Tensor:
         """Pooled 1280-d features, or with `regions` the `(batch, 1280, 7, 7)` map."""

@@ -60,7 +60,9 @@ def headline(metrics: dict[str, float]) -> str:
     return "  ".join(f"MAP {d} {metrics[f'map_{d}']:.4f}" for d in ("i2t", "t2i", "avg"))
 
 
-def summarize(runs: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, float]]:
+def summarize(
+    runs: list[dict[str, Any]], split: str = "test"
+) -> dict[str, dict[str, float | None]]:
     """Mean and sample standard deviation (None for one run) of every metric of `split` over runs
     (e.g. seeds)."""
     if not runs:
@@ -75,7 +77,7 @@ def summarize(runs: list[dict[str, Any]], split: str = "test") -> dict[str, dict
     }
 
 
-def mean_std(summary: dict[str, dict[str, float]], key: str) -> str:
+def mean_std(summary: dict[str, dict[str, float | None]], key: str) -> str:
     """`0.2611 ± 0.0031` for one metric of a `summarize` result (`0.2611` for one run)."""
     mean, std = summary[key]["mean"], summary[key]["std"]
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
