@@ -3,8 +3,6 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
 
 from .configuration_daml import DAMLConfig
 from .inputs import ModalityInputs
@@ -16,6 +14,7 @@ from .layers import (
     reverse_gradient,
 )
 from .modeling_outputs import CrossModalOutput
+from .modeling_xmodal import XmodalPreTrainedModel
 
 
 def modality_map(input_dim: int, hidden_dims: list[int], embed_dim: int, dropout: float):
@@ -50,15 +49,9 @@ def metric_loss(
     return pull + hinge.mean() / (1 - positive_fraction).clamp_min(1e-12)
 
 
-class DAMLPreTrainedModel(PreTrainedModel):
+class DAMLPreTrainedModel(XmodalPreTrainedModel):
     config_class = DAMLConfig
     base_model_prefix = "daml"
-    main_input_name = "image_features"
-
-    def _init_weights(self, module: nn.Module):
-        if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
-            init.zeros_(module.bias)
 
 
 class DAMLModel(DAMLPreTrainedModel):
@@ -119,16 +112,14 @@ class DAMLModel(DAMLPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
     ) -> CrossModalOutput:
         """Embed whichever modalities are given; with `labels` and both modalities, add the loss."""
-        u = v = None
-        if image_features is not None or pixel_values is not None:
-            u = self.get_image_features(image_features, pixel_values)
-        if text_features is not None or input_ids is not None:
-            v = self.get_text_features(text_features, input_ids, attention_mask)
+        u, v = self.embed_given(
+            image_features, pixel_values, text_features, input_ids, attention_mask
+        )
         out = CrossModalOutput(image_embeds=u, text_embeds=v)
         if self.label_classifier is not None:
             out.image_logits = self.label_classifier(u) if u is not None else None
             out.text_logits = self.label_classifier(v) if v is not None else None
-        if return_loss is False or (labels is None and not return_loss):
+        if not self.loss_requested(labels, return_loss):
             return out
         config = self.config
         y = loss_targets(u, v, labels, config.num_labels)

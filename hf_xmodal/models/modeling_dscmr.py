@@ -3,13 +3,12 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
 
 from .configuration_dscmr import DSCMRConfig
 from .inputs import ModalityInputs
 from .layers import FeatureMLP, gather_batch, loss_targets
 from .modeling_outputs import CrossModalOutput
+from .modeling_xmodal import XmodalPreTrainedModel
 
 
 def label_similarity_nll(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
@@ -18,15 +17,9 @@ def label_similarity_nll(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor) ->
     return (F.softplus(theta) - sim * theta).mean()
 
 
-class DSCMRPreTrainedModel(PreTrainedModel):
+class DSCMRPreTrainedModel(XmodalPreTrainedModel):
     config_class = DSCMRConfig
     base_model_prefix = "dscmr"
-    main_input_name = "image_features"
-
-    def _init_weights(self, module: nn.Module):
-        if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
-            init.zeros_(module.bias)
 
 
 class DSCMRModel(DSCMRPreTrainedModel):
@@ -70,18 +63,16 @@ class DSCMRModel(DSCMRPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
     ) -> CrossModalOutput:
         """Embed whichever modalities are given; with `labels` and both modalities, add the loss."""
-        u = v = None
-        if image_features is not None or pixel_values is not None:
-            u = self.get_image_features(image_features, pixel_values)
-        if text_features is not None or input_ids is not None:
-            v = self.get_text_features(text_features, input_ids, attention_mask)
+        u, v = self.embed_given(
+            image_features, pixel_values, text_features, input_ids, attention_mask
+        )
         out = CrossModalOutput(
             image_embeds=u,
             text_embeds=v,
             image_logits=self.label_classifier(u) if u is not None else None,
             text_logits=self.label_classifier(v) if v is not None else None,
         )
-        if return_loss is False or (labels is None and not return_loss):
+        if not self.loss_requested(labels, return_loss):
             return out
         y = loss_targets(u, v, labels, self.config.num_labels)
         # Pairs of this batch's rows with the whole batch across processes.

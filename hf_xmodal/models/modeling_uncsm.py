@@ -7,13 +7,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
 
 from .configuration_uncsm import UNCSMConfig
 from .inputs import ModalityInputs
 from .layers import FeatureMLP, gather_batch, loss_targets
 from .modeling_outputs import CrossModalOutput
+from .modeling_xmodal import XmodalPreTrainedModel
 
 STAGES = ("pretrain", "finetune")
 QUERY_MODALITIES = ("image", "text")
@@ -115,16 +114,9 @@ def pathway(input_dim: int, config: UNCSMConfig) -> nn.Sequential:
     )
 
 
-class UNCSMPreTrainedModel(PreTrainedModel):
+class UNCSMPreTrainedModel(XmodalPreTrainedModel):
     config_class = UNCSMConfig
     base_model_prefix = "uncsm"
-    main_input_name = "image_features"
-
-    def _init_weights(self, module: nn.Module):
-        if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
 
 
 class UNCSMModel(UNCSMPreTrainedModel):
@@ -253,13 +245,11 @@ class UNCSMModel(UNCSMPreTrainedModel):
     ) -> CrossModalOutput:
         """Embed whichever media are given; with `labels` and both media, add the loss of the
         current training stage (`set_training_stage`)."""
-        u = v = None
-        if image_features is not None or pixel_values is not None:
-            u = self.get_image_features(image_features, pixel_values)
-        if text_features is not None or input_ids is not None:
-            v = self.get_text_features(text_features, input_ids, attention_mask)
+        u, v = self.embed_given(
+            image_features, pixel_values, text_features, input_ids, attention_mask
+        )
         out = CrossModalOutput(image_embeds=u, text_embeds=v)
-        if return_loss is False or (labels is None and not return_loss):
+        if not self.loss_requested(labels, return_loss):
             return out
         y = loss_targets(u, v, labels, self.config.num_labels)
         # Anchors: this process's rows; pair partners: the whole batch across processes.
