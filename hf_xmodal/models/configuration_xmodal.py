@@ -1,5 +1,8 @@
 """Configuration fields shared by every hf_xmodal model: its inputs and its retrieval metric."""
 
+import dataclasses
+import difflib
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -7,6 +10,23 @@ INPUT_MODES = ("features", "raw")
 TOWER_DIMS = {"image_feature_dim": 1280, "text_feature_dim": 384}
 """Widths of the pretrained towers' outputs (EfficientNet-Lite0 pooled, MiniLM sentence)."""
 RETRIEVAL_METRICS = ("cosine", "hamming", "learned")
+TRANSFORMERS_KEYS = frozenset(
+    {
+        "model_type",
+        "auto_map",
+        "name_or_path",
+        "_name_or_path",
+        "num_labels",
+        "torch_dtype",
+        "_commit_hash",
+        "output_attentions",
+        "attn_implementation",
+        "experts_implementation",
+    }
+)
+"""Keys other than the dataclass fields that transformers writes into a `config.json` or passes
+when building a config (`PreTrainedConfig.__post_init__` consumes them); any other key is an
+error."""
 
 
 @strict
@@ -31,6 +51,9 @@ class XmodalConfig(PreTrainedConfig):
             `similarity(query_embeds, gallery_embeds, query_modality) -> [Q, G]` method, where
             `query_modality` is `"image"` or `"text"`, the medium of the queries).
         num_labels (`int`): number of classes; set from the training data.
+
+    A key that is neither a field nor one transformers writes into `config.json` is an error
+    naming the closest field, so a misspelt setting never trains the default silently.
     """
 
     image_feature_dim: int = 128
@@ -41,13 +64,40 @@ class XmodalConfig(PreTrainedConfig):
     text_tower_config: dict | None = None
 
     def __post_init__(self, **kwargs):
+        self.check_keys(kwargs)
         if self.input_mode == "raw":
             for name, dim in TOWER_DIMS.items():
                 setattr(self, name, dim)
         super().__post_init__(**kwargs)
 
+    @classmethod
+    def check_keys(cls, kwargs: dict):
+        """Reject keys that are not fields, naming the closest field for a near miss."""
+        model_type = kwargs.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"{cls.__name__} is for model_type {cls.model_type!r}; "
+                f"these settings are for {model_type!r}"
+            )
+        unknown = sorted(set(kwargs) - TRANSFORMERS_KEYS)
+        if not unknown:
+            return
+        fields = {f.name for f in dataclasses.fields(cls)} | {"num_labels"}
+        own = sorted(fields - {f.name for f in dataclasses.fields(PreTrainedConfig)})
+        problems = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(fields), n=1)
+            problems.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        raise ValueError(
+            f"{cls.__name__} has no field{'s' * (len(problems) > 1)} {', '.join(problems)}; "
+            f"its fields are {', '.join(own)} "
+            "and those of transformers' PreTrainedConfig"
+        )
+
     def validate_xmodal(self):
         """Reject input settings no model can use."""
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be positive, got {self.num_labels}")
         for name in ("image_feature_dim", "text_feature_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
