@@ -24,7 +24,14 @@ import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from .training.results import RESULTS_FILE, config_hash, load_results, mean_std
+from .training.results import (
+    RESULTS_FILE,
+    config_hash,
+    headline_metrics,
+    load_results,
+    mean_std,
+    selection_key,
+)
 
 CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"
 TEMPLATE = "template.md"
@@ -63,13 +70,6 @@ def metric_label(key: str) -> str:
     """`map_i2t` → `MAP@all image → text`, `precision@10_t2i` → `P@10 text → image`, ..."""
     name, direction = _split_metric(key)
     return f"{name} {DIRECTIONS[direction]}" if key != "rsum" else name
-
-
-def headline_metrics(metrics: dict[str, Any]) -> list[str]:
-    """The keys of the numbers a run is known by: MAP@all, or Recall@K for caption data."""
-    if "rsum" in metrics:
-        return [f"r@{k}_{d}" for d in ("i2t", "t2i") for k in (1, 5, 10)] + ["rsum"]
-    return ["map_i2t", "map_t2i", "map_avg"]
 
 
 def metric_table(metrics: dict[str, Any]) -> list[dict[str, str]]:
@@ -217,7 +217,7 @@ def render_model_card(
         metrics=sorted({r.metric_type for r in eval_results}),
         eval_results=eval_results,
     )
-    selection = "rsum" if "rsum" in test else "map_avg"
+    selection = selection_key("rsum" in test)
     labels = list((config.get("id2label") or {}).values())
     context = {
         "method": method,

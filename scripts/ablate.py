@@ -19,16 +19,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import train
 from transformers import HfArgumentParser
 
 from hf_xmodal.hub import ABLATION_FILE, headline_metrics, load_method_card, metric_label
+from hf_xmodal.models import MODELS
 from hf_xmodal.training import RESULTS_FILE, load_results, mean_std, summarize, write_results
+from hf_xmodal.training import main as train
+from hf_xmodal.training.trainer import config_overrides
 
 
 @dataclass
 class AblationArguments:
-    model: str = field(default="dscmr", metadata={"help": f"one of {sorted(train.MODELS)}"})
+    model: str = field(default="dscmr", metadata={"help": f"one of {sorted(MODELS)}"})
     dataset: str = "wikipedia"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     model_config: str | None = field(
@@ -42,7 +44,7 @@ class AblationArguments:
 def variants(model: str, base: dict) -> list[tuple[str, str, dict]]:
     """(variant, row name, config overrides): the full model, then each component switched off
     in turn; a component the model leaves off is switched on instead, at the paper's value."""
-    config_class, _ = train.MODELS[model]
+    config_class, _ = MODELS[model]
     defaults = config_class(**base).to_dict()
     method = load_method_card(model)
     rows = [("full", "full model", base)]
@@ -60,19 +62,19 @@ def variants(model: str, base: dict) -> list[tuple[str, str, dict]]:
 def main(argv: list[str]) -> dict:
     parser = HfArgumentParser(AblationArguments)
     args, train_argv = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
-    if args.model not in train.MODELS:
-        raise SystemExit(f"--model must be one of {sorted(train.MODELS)}, got {args.model!r}")
+    if args.model not in MODELS:
+        raise SystemExit(f"--model must be one of {sorted(MODELS)}, got {args.model!r}")
     if not args.seeds:
         raise SystemExit("--seeds needs at least one seed")
     output_dir = Path(args.output_dir or f"runs/ablation-{args.model}-{Path(args.dataset).name}")
-    base = train.config_overrides(args.model_config)
+    base = config_overrides(args.model_config)
     rows = []
     for variant, name, overrides in variants(args.model, base):
         runs = []
         for seed in args.seeds:
             run_dir = output_dir / f"{variant}-seed{seed}"
             if not (run_dir / RESULTS_FILE).is_file():
-                train.main(
+                train(
                     [
                         *("--model", args.model, "--dataset", args.dataset),
                         *("--seed", str(seed), "--output_dir", str(run_dir)),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from hf_xmodal.models import DAMLConfig, DAMLModel
 from hf_xmodal.models.layers import reversal_schedule, reverse_gradient
-from hf_xmodal.models.modeling_daml import metric_loss, squared_distances
+from hf_xmodal.models.losses import metric_loss, unit_distance
 
 NUM_LABELS = 3
 TERM_WEIGHTS = {
@@ -17,6 +17,10 @@ TERM_WEIGHTS = {
     "adversarial": "adversarial_weight",
     "label_classification": "label_classification_weight",
 }
+
+
+def squared_distances(a, b):
+    return unit_distance(F.normalize(a, dim=1), F.normalize(b, dim=1), squared=True)
 
 
 def make_model(**kwargs):

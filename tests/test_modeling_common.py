@@ -58,15 +58,8 @@ def make_batch(batch_size=6):
 
 
 def stages(model):
-    """Each training stage a model has (one unnamed stage for single-stage models)."""
-    if hasattr(model, "training_stages"):
-        return [name for name, _ in model.training_stages(100)]
-    return [None]
-
-
-def set_stage(model, stage):
-    if stage is not None:
-        model.set_training_stage(stage)
+    """Each training stage a model has."""
+    return [name for name, _ in model.training_stages(100)]
 
 
 every_model = pytest.mark.parametrize("model_class, kwargs", MODEL_CASES)
@@ -77,7 +70,7 @@ def test_output_shapes_and_finite_loss(model_class, kwargs):
     model = make_model(model_class, kwargs)
     batch = make_batch()
     for stage in stages(model):
-        set_stage(model, stage)
+        model.set_training_stage(stage)
         out = model(**batch)
         assert out.image_embeds.shape[0] == out.text_embeds.shape[0] == 6
         assert out.image_embeds.shape[1:] == out.text_embeds.shape[1:]
@@ -90,7 +83,7 @@ def test_every_trainable_parameter_gets_a_gradient(model_class, kwargs):
     model = make_model(model_class, kwargs)
     trained = set()
     for stage in stages(model):
-        set_stage(model, stage)
+        model.set_training_stage(stage)
         model.zero_grad()
         model(**make_batch()).loss.backward()
         trained |= {
@@ -98,6 +91,20 @@ def test_every_trainable_parameter_gets_a_gradient(model_class, kwargs):
         }
     missing = {n for n, p in model.named_parameters() if p.requires_grad} - trained
     assert not missing, f"parameters without gradient: {sorted(missing)}"
+
+
+@every_model
+def test_unused_parameters_are_declared(model_class, kwargs):
+    """A stage whose loss leaves a parameter without gradient must be declared (DDP needs it)."""
+    model = make_model(model_class, kwargs)
+    assert model.training_stages(10) and sum(n for _, n in model.training_stages(10)) == 10
+    unused = False
+    for stage in stages(model):
+        model.set_training_stage(stage)
+        model.zero_grad(set_to_none=True)
+        model(**make_batch()).loss.backward()
+        unused |= any(p.grad is None for p in model.parameters() if p.requires_grad)
+    assert model_class.has_unused_parameters == unused
 
 
 @every_model

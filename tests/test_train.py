@@ -53,6 +53,17 @@ def test_train_writes_a_loadable_model_and_results(train, tmp_path):
     assert metrics["map_avg"] == pytest.approx(saved["test"]["map_avg"], abs=1e-6)
 
 
+def test_training_curve_logs_every_epoch_and_its_loss_terms(train, tmp_path):
+    """Each epoch's weighted loss terms (mean over steps) add up to its loss."""
+    results = train(["--model", "daml", "--epochs", "3", "--output_dir", str(tmp_path)])
+    curve = results["training_curve"]
+    assert [p["epoch"] for p in curve] == [1, 2, 3]
+    terms = ("metric_learning", "pair_consistency", "adversarial")
+    for point in curve:
+        assert point["loss"] == pytest.approx(sum(point[t] for t in terms), rel=1e-5)
+    assert load_results(tmp_path)["training_curve"] == curve
+
+
 def test_resume_continues_exactly_where_training_stopped(train, tmp_path):
     """2 epochs, then resumed to 4, equals 4 straight (a constant learning rate makes the first
     2-epoch run the same as a 4-epoch run stopped after epoch 2)."""
@@ -85,6 +96,9 @@ def test_arguments_from_a_json_file(train, tmp_path):
         (["--model_config", '{"embed_dim": 0}'], "embed_dim"),
         (["--epochs", "0"], "--epochs must be positive"),
         (["--dataset", "no_such_dataset"], "unknown dataset"),
+        (["--source_dataset", "wikipedia"], "trains on one dataset: drop --source_dataset"),
+        (["--model", "no_such_module:Model"], "cannot be imported"),
+        (["--model", "hf_xmodal.models:DAMLConfig"], "not an XmodalPreTrainedModel"),
     ],
 )
 def test_bad_arguments_fail_clearly(train, tmp_path, argv, message):

@@ -12,7 +12,8 @@ from hf_xmodal.evaluation import (
 )
 from hf_xmodal.models import modeling_uncsm
 from hf_xmodal.models.configuration_uncsm import UNCSMConfig
-from hf_xmodal.models.modeling_uncsm import UNCSMModel, contrastive_loss, triplet_loss
+from hf_xmodal.models.losses import contrastive_loss, triplet_loss
+from hf_xmodal.models.modeling_uncsm import UNCSMModel
 from hf_xmodal.training import pr_curves, score_embeddings
 
 NUM_LABELS, IMAGE_DIM, TEXT_DIM = 3, 7, 5

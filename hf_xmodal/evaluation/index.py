@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..files import atomic_write
 from .metrics import QUERY_MODALITIES, Scorer, _as_tensor, _hamming_from_signed, _signed_codes
 
 _INDEX_FILE = "index.faiss"
 _CONFIG_FILE = "index.json"
 _FLOAT_METRICS = ("cosine", "inner_product")
 _SEARCH_ELEMENTS = 1 << 22
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RetrievalIndex:
@@ -180,9 +166,9 @@ class RetrievalIndex:
             data = faiss.serialize_index_binary(self._faiss)
         else:
             data = faiss.serialize_index(self._faiss)
-        _write_atomic(directory / _INDEX_FILE, data.tobytes())
+        atomic_write(directory / _INDEX_FILE, data.tobytes())
         config = {"metric": self.metric, "dim": self.dim, "size": len(self)}
-        _write_atomic(directory / _CONFIG_FILE, json.dumps(config, indent=2).encode())
+        atomic_write(directory / _CONFIG_FILE, json.dumps(config, indent=2).encode())
         return directory
 
     @classmethod

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
 def _array(x: Any) -> np.ndarray:
-    return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+    return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=float)
 
 
 def plot_pr_curves(

@@ -13,6 +13,7 @@ from .layers import (
     reversal_schedule,
     reverse_gradient,
 )
+from .losses import metric_loss, unit_distance, weighted_sum
 from .modeling_outputs import CrossModalOutput
 from .modeling_xmodal import XmodalPreTrainedModel
 
@@ -21,32 +22,6 @@ def modality_map(input_dim: int, hidden_dims: list[int], embed_dim: int, dropout
     """One modality's map into the shared space: the hidden MLP (if any), then a linear layer."""
     last = hidden_dims[-1] if hidden_dims else input_dim
     return nn.Sequential(FeatureMLP(input_dim, hidden_dims, dropout), nn.Linear(last, embed_dim))
-
-
-def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances `(len(a), len(b))` between the unit-normalised rows."""
-    return 2 - 2 * F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-
-
-def metric_loss(
-    d2: torch.Tensor,
-    sim: torch.Tensor,
-    positive_fraction: torch.Tensor,
-    margin: float,
-    mining: str = "all",
-) -> torch.Tensor:
-    """Mean d² over same-class pairs + the push of different-class pairs beyond the margin.
-
-    The push is the mean [margin − d²]_+ over different-class pairs ("all") or, per row, that of
-    its nearest different-class item ("hard"), averaged over the rows. `sim` marks the same-class
-    pairs among this process's rows × the whole batch; means are taken with the positive fraction
-    of the whole batch, so N processes average to the value of one process holding the batch.
-    """
-    pull = (sim * d2).mean() / positive_fraction.clamp_min(1e-12)
-    hinge = (1 - sim) * F.relu(margin - d2)
-    if mining == "hard":
-        return pull + hinge.amax(1).mean()
-    return pull + hinge.mean() / (1 - positive_fraction).clamp_min(1e-12)
 
 
 class DAMLPreTrainedModel(XmodalPreTrainedModel):
@@ -133,7 +108,7 @@ class DAMLModel(DAMLPreTrainedModel):
             # L_met = ½ (m(image → text) + m(text → image)) + m(image → image) + m(text → text),
             # m = mean_{same class} d² + push of different-class pairs beyond the margin
             def m(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-                d2 = squared_distances(a, b)
+                d2 = unit_distance(F.normalize(a, dim=1), F.normalize(b, dim=1), squared=True)
                 return metric_loss(
                     d2, sim, positive_fraction, config.margin, config.negative_mining
                 )
@@ -157,6 +132,5 @@ class DAMLModel(DAMLPreTrainedModel):
                 out.image_logits, target
             ) + F.cross_entropy(out.text_logits, target)
         weights = {name: getattr(config, f"{name}_weight") for name in terms}
-        out.loss = sum(weights[name] * term for name, term in terms.items())
-        out.loss_terms = {name: (weights[name] * t).detach() for name, t in terms.items()}
+        out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out

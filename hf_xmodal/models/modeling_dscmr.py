@@ -7,6 +7,7 @@ from torch import nn
 from .configuration_dscmr import DSCMRConfig
 from .inputs import ModalityInputs
 from .layers import FeatureMLP, gather_batch, loss_targets
+from .losses import weighted_sum
 from .modeling_outputs import CrossModalOutput
 from .modeling_xmodal import XmodalPreTrainedModel
 
@@ -90,6 +91,5 @@ class DSCMRModel(DSCMRPreTrainedModel):
             "modality_invariance": (u - v).norm(dim=1).mean(),
         }
         weights = {name: getattr(self.config, f"{name}_weight") for name in terms}
-        out.loss = sum(weights[name] * term for name, term in terms.items())
-        out.loss_terms = {name: (weights[name] * t).detach() for name, t in terms.items()}
+        out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out

@@ -11,6 +11,7 @@ from torch import nn
 from .configuration_uncsm import UNCSMConfig
 from .inputs import ModalityInputs
 from .layers import FeatureMLP, gather_batch, loss_targets
+from .losses import balanced_pair_mean, contrastive_loss, triplet_loss, unit_distance, weighted_sum
 from .modeling_outputs import CrossModalOutput
 from .modeling_xmodal import XmodalPreTrainedModel
 
@@ -18,43 +19,6 @@ STAGES = ("pretrain", "finetune")
 QUERY_MODALITIES = ("image", "text")
 # Floats per [queries, gallery, width] block when `similarity` runs the metric network.
 _SCORE_ELEMENTS = 1 << 23
-
-
-def unit_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances `[len(a), len(b)]` between unit vectors, d = sqrt(2 − 2·cos)."""
-    return (2 - 2 * a @ b.T).clamp(min=1e-12).sqrt()
-
-
-def balanced_pair_mean(values: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
-    """Mean over anchors (rows) of ½·(mean over relevant pairs) + ½·(mean over the others)."""
-    rel = relevant.float()
-    irr = 1 - rel
-    pos = (values * rel).sum(1) / rel.sum(1).clamp(min=1)
-    neg = (values * irr).sum(1) / irr.sum(1).clamp(min=1)
-    return ((pos + neg) / 2).mean()
-
-
-def contrastive_loss(d: torch.Tensor, relevant: torch.Tensor, margin: float) -> torch.Tensor:
-    """L = y·d² + (1 − y)·max(0, m − d)², balanced over each anchor's pairs."""
-    values = torch.where(relevant, d.square(), F.relu(margin - d).square())
-    return balanced_pair_mean(values, relevant)
-
-
-def triplet_loss(
-    d: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float, mining: str
-) -> torch.Tensor:
-    """max(0, m + d(a, p) − d(a, n)) per anchor row a of `d`, averaged over the anchors.
-
-    "all": each anchor's mean over its valid (p, n) triplets; "hard": its farthest positive
-    against its nearest negative. Anchors without a positive or a negative add 0.
-    """
-    if mining == "hard":
-        farthest = d.masked_fill(~positive, -math.inf).amax(1)
-        nearest = d.masked_fill(~negative, math.inf).amin(1)
-        return F.relu(margin + farthest - nearest).mean()
-    valid = positive[:, :, None] & negative[:, None, :]
-    losses = F.relu(margin + d[:, :, None] - d[:, None, :]) * valid
-    return (losses.sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)).mean()
 
 
 def batch_offset(n: int) -> int:
@@ -121,6 +85,8 @@ class UNCSMPreTrainedModel(XmodalPreTrainedModel):
 
 class UNCSMModel(UNCSMPreTrainedModel):
     """Two pathways into a shared unit-norm space; a metric network scores image-text pairs."""
+
+    has_unused_parameters = True  # pre-training leaves the metric network out of the loss
 
     def __init__(self, config: UNCSMConfig):
         super().__init__(config)
@@ -283,6 +249,5 @@ class UNCSMModel(UNCSMPreTrainedModel):
             bce = F.binary_cross_entropy_with_logits(logits, relevant.float(), reduction="none")
             terms["metric"] = balanced_pair_mean(bce, relevant)
             weights["metric"] = c.metric_weight
-        out.loss = sum(weights[name] * term for name, term in terms.items())
-        out.loss_terms = {name: (weights[name] * t).detach() for name, t in terms.items()}
+        out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out

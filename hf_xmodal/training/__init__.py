@@ -1,24 +1,28 @@
-"""What `scripts/train.py` needs beyond the models: evaluation during training, results files."""
+"""Training: the loop behind `scripts/train.py` (`main`), evaluation, results files."""
 
-from .evaluation import embed_split, pr_curves, score_embeddings, selection_key, unique_images
+from .evaluation import embed_split, pr_curves, score_embeddings, unique_images
 from .results import (
     RESULTS_FILE,
-    atomic_write_text,
     config_hash,
     headline,
+    headline_metrics,
     load_results,
     mean_std,
+    selection_key,
     summarize,
     write_results,
 )
+from .trainer import TrainArguments, main
 
 __all__ = [
     "RESULTS_FILE",
-    "atomic_write_text",
+    "TrainArguments",
     "config_hash",
     "embed_split",
     "headline",
+    "headline_metrics",
     "load_results",
+    "main",
     "mean_std",
     "pr_curves",
     "score_embeddings",

@@ -16,11 +16,6 @@ from ..evaluation import (
 )
 
 
-def selection_key(captions: bool) -> str:
-    """The validation metric that picks the checkpoint."""
-    return "rsum" if captions else "map_avg"
-
-
 @torch.no_grad()
 def embed_split(
     model: torch.nn.Module, dataloader: DataLoader, accelerator: Accelerator

@@ -4,9 +4,10 @@ import hashlib
 import json
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_write
 
 RESULTS_FILE = "results.json"
 
@@ -18,28 +19,9 @@ def config_hash(config_dict: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old or the whole new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     """Atomically write a results dict as indented JSON."""
-    atomic_write_text(path, json.dumps(results, indent=2, sort_keys=False) + "\n")
+    atomic_write(path, json.dumps(results, indent=2, sort_keys=False) + "\n")
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -52,12 +34,27 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def selection_key(captions: bool) -> str:
+    """The validation metric that picks the checkpoint: R-sum for caption data, else MAP avg."""
+    return "rsum" if captions else "map_avg"
+
+
+def headline_metrics(metrics: dict[str, Any]) -> list[str]:
+    """The keys of the numbers a run is known by: MAP@all, or Recall@K for caption data."""
+    if "rsum" in metrics:
+        return [f"r@{k}_{d}" for d in ("i2t", "t2i") for k in (1, 5, 10)] + ["rsum"]
+    return ["map_i2t", "map_t2i", "map_avg"]
+
+
 def headline(metrics: dict[str, float]) -> str:
     """The headline numbers of a metrics dict: MAP per direction, or Recall@K for caption data."""
-    if "rsum" in metrics:
-        pairs = [(d, k) for d in ("i2t", "t2i") for k in (1, 5, 10)]
-        return "  ".join(f"R@{k} {d} {100 * metrics[f'r@{k}_{d}']:.1f}" for d, k in pairs)
-    return "  ".join(f"MAP {d} {metrics[f'map_{d}']:.4f}" for d in ("i2t", "t2i", "avg"))
+    keys = headline_metrics(metrics)
+    if "rsum" in metrics:  # r@5_i2t → "R@5 i2t 53.1", in percent
+        keys = keys[:-1]
+        return "  ".join(
+            f"{k.replace('r@', 'R@').replace('_', ' ')} {100 * metrics[k]:.1f}" for k in keys
+        )
+    return "  ".join(f"{k.replace('map_', 'MAP ')} {metrics[k]:.4f}" for k in keys)
 
 
 def summarize(

@@ -1,0 +1,494 @@
+"""Train a model, select it on validation, evaluate it on test, save it: the loop behind
+`scripts/train.py`, importable where there is no checkout (e.g. a Space training its model).
+
+    from hf_xmodal.training import main
+    results = main(["--model", "dscmr", "--epochs", "4", "--output_dir", "runs/demo"])
+
+A model declares what it trains on and how (`XmodalPreTrainedModel` hooks: its data streams,
+stages, progress, end of epoch); this loop calls the hooks and knows no method by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import resource
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from datasets import DatasetDict
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+from ..data import load_dataset_by_name, validate_feature_dataset
+from ..evaluation import plot_pr_curves
+from ..files import atomic_write
+from ..models import MODELS, TOWER_DIMS, XmodalProcessor, XmodalTowerProcessor, add_towers
+from ..models.modeling_xmodal import XmodalPreTrainedModel, label_column, paired_stream
+from .evaluation import embed_split, pr_curves, score_embeddings
+from .results import RESULTS_FILE, config_hash, headline, selection_key, write_results
+
+SPLITS = ("train", "validation", "test")
+STATE_FILE = "train_state.json"
+BEST_WEIGHTS = "best_model.safetensors"
+
+
+@dataclass
+class TrainArguments:
+    model: str = field(
+        default="dscmr",
+        metadata={
+            "help": f"one of {sorted(MODELS)}, or `module:ModelClass` of an importable model"
+        },
+    )
+    dataset: str = field(
+        default="wikipedia",
+        metadata={"help": "a registered dataset name, or a saved DatasetDict / feature file path"},
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "folder of flickr8k / fashion"})
+    source_dataset: str | None = field(
+        default=None,
+        metadata={"help": "the labelled source domain, for models that transfer (as --dataset)"},
+    )
+    source_data_dir: str | None = field(
+        default=None, metadata={"help": "folder of the source dataset (as --data_dir)"}
+    )
+    model_config: str | None = field(
+        default=None, metadata={"help": "JSON of config overrides, e.g. '{\"embed_dim\": 256}'"}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "default: runs/<model>-<dataset>-seed<seed>"}
+    )
+    epochs: int = field(default=40, metadata={"help": "epochs over all training stages"})
+    batch_size: int = field(default=100, metadata={"help": "global batch, split over processes"})
+    learning_rate: float = 1e-3
+    lr_schedule: str = field(
+        default="cosine", metadata={"help": "cosine (decay to 0 in each stage) or constant"}
+    )
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.999
+    seed: int = 0
+    eval_every: int = field(default=2, metadata={"help": "validate every N epochs"})
+    resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoints"})
+    with_towers: bool | None = field(
+        default=None,
+        metadata={
+            "help": "save the model with the pretrained towers, so that it takes images and texts "
+            "(default: when the features are the towers' own, e.g. flickr8k_features)"
+        },
+    )
+    report_to: str | None = field(
+        default=None,
+        metadata={"help": "an Accelerate tracker for the per-epoch logs, e.g. tensorboard"},
+    )
+
+
+@dataclass
+class Run:
+    """Everything the phases of a run share once it is set up."""
+
+    args: TrainArguments
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared (wrapped) for the processes
+    optimizer: torch.optim.Optimizer
+    streams: dict[str, DataLoader]  # training streams as the model declared them
+    validation: DataLoader
+    test: DataLoader
+    schedule: list[str]  # the training stage of each epoch
+    captions: bool  # caption data (Recall@K) rather than labelled pairs (MAP)
+    split_sizes: dict[str, int]
+    output_dir: Path
+
+    @property
+    def unwrapped(self) -> XmodalPreTrainedModel:
+        return self.accelerator.unwrap_model(self.model)
+
+
+def parse_args(argv: list[str]) -> TrainArguments:
+    parser = HfArgumentParser(TrainArguments)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        (args,) = parser.parse_json_file(argv[0])
+    else:
+        (args,) = parser.parse_args_into_dataclasses(argv)
+    for name in ("epochs", "batch_size", "eval_every"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.lr_schedule not in ("cosine", "constant"):
+        raise SystemExit(f"--lr_schedule must be cosine or constant, got {args.lr_schedule!r}")
+    if args.output_dir is None:
+        name = Path(args.dataset).name if os.sep in args.dataset else args.dataset
+        args.output_dir = f"runs/{args.model.replace(':', '.')}-{name}-seed{args.seed}"
+    return args
+
+
+def model_class_of(name: str) -> type[XmodalPreTrainedModel]:
+    """A registered model name, or `module:ModelClass` naming an importable model class."""
+    if name in MODELS:
+        return MODELS[name][1]
+    if ":" not in name:
+        raise SystemExit(
+            f"--model must be one of {sorted(MODELS)} or module:ModelClass, got {name!r}"
+        )
+    module, _, attribute = name.partition(":")
+    try:
+        model_class = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"--model {name!r} cannot be imported: {e}") from None
+    if not (isinstance(model_class, type) and issubclass(model_class, XmodalPreTrainedModel)):
+        raise SystemExit(f"--model {name!r} is not an XmodalPreTrainedModel subclass")
+    return model_class
+
+
+def config_overrides(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--model_config is not valid JSON: {e}") from None
+    if not isinstance(overrides, dict):
+        raise SystemExit("--model_config must be a JSON object of config fields")
+    return overrides
+
+
+def load_data(args: TrainArguments, model_class) -> tuple[DatasetDict, DatasetDict | None]:
+    """The target dataset (train/validation/test) and the source dataset if the model takes one."""
+    if model_class.requires_source_dataset and args.source_dataset is None:
+        raise SystemExit(f"--model {args.model} transfers from a source: pass --source_dataset")
+    if not model_class.requires_source_dataset and args.source_dataset is not None:
+        raise SystemExit(f"--model {args.model} trains on one dataset: drop --source_dataset")
+    target = load_dataset_by_name(args.dataset, args.data_dir)
+    missing = [s for s in SPLITS if s not in target]
+    if missing:
+        raise SystemExit(f"the dataset lacks the split(s) {missing}; it has {list(target)}")
+    validate_feature_dataset(target["train"])
+    source = None
+    if args.source_dataset is not None:
+        source = load_dataset_by_name(args.source_dataset, args.source_data_dir)
+    return target, source
+
+
+def build_loaders(args, accelerator, model, target: DatasetDict, source: DatasetDict | None):
+    """A shuffled loader per training stream the model declares; validation and test loaders."""
+    if args.batch_size % accelerator.num_processes:
+        raise SystemExit(
+            f"--batch_size {args.batch_size} must divide over {accelerator.num_processes} processes"
+        )
+    per_process = args.batch_size // accelerator.num_processes
+    streams = {
+        name: DataLoader(data.with_format("torch"), batch_size=per_process, shuffle=True)
+        for name, data in model.training_datasets(target, source).items()
+    }
+    evaluation = [
+        DataLoader(paired_stream(target[s]).with_format("torch"), batch_size=512)
+        for s in ("validation", "test")
+    ]
+    return streams, evaluation
+
+
+def stage_schedule(model: XmodalPreTrainedModel, epochs: int) -> list[str]:
+    """The training stage of each epoch."""
+    schedule = [name for name, n in model.training_stages(epochs) for _ in range(n)]
+    if len(schedule) != epochs:
+        raise SystemExit(f"the model's stages cover {len(schedule)} epochs, not {epochs}")
+    return schedule
+
+
+def setup(args: TrainArguments) -> Run:
+    """Accelerator, seed, data, model, optimizer and loaders, prepared for the processes."""
+    model_class = model_class_of(args.model)
+    # A model whose stages leave parameters out of the loss needs DDP to look for them.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=model_class.has_unused_parameters)
+    # A seedable sampler gives every process count the same global batches.
+    accelerator = Accelerator(
+        kwargs_handlers=[ddp],
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        log_with=args.report_to,
+        project_dir=args.output_dir,
+    )
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process and not args.resume and latest_checkpoint(output_dir):
+        raise SystemExit(f"{output_dir} already holds a run: pass --resume or another --output_dir")
+    target, source = load_data(args, model_class)
+    config = model_class.config_class(
+        **model_class.config_from_datasets(target, source), **config_overrides(args.model_config)
+    )
+    model = model_class(config)
+    streams, (validation, test) = build_loaders(args, accelerator, model, target, source)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.weight_decay,
+    )
+    model, optimizer, *loaders, validation, test = accelerator.prepare(
+        model, optimizer, *streams.values(), validation, test
+    )
+    if args.report_to:
+        accelerator.init_trackers(output_dir.name, config=asdict(args))
+    return Run(
+        args=args,
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        streams=dict(zip(streams, loaders, strict=True)),
+        validation=validation,
+        test=test,
+        schedule=stage_schedule(accelerator.unwrap_model(model), args.epochs),
+        captions=label_column(target["train"]) == "image_index",
+        split_sizes={s: len(target[s]) for s in SPLITS},
+        output_dir=output_dir,
+    )
+
+
+def lr_factor(schedule: list[str], epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Cosine decay from 1 to 0 over the epochs of the current stage."""
+    stage = schedule[epoch - 1]
+    first, n = schedule.index(stage), schedule.count(stage)
+    progress = ((epoch - 1 - first) * steps_per_epoch + step) / (n * steps_per_epoch)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def cycle(loader: DataLoader, seed: int):
+    """Endless batches of `loader`, reshuffled each pass (pass p shuffles with `seed + p`)."""
+    for p in range(1 << 62):
+        loader.set_epoch(seed + p)
+        yield from loader
+
+
+def stream_batches(streams: dict[str, DataLoader], epoch: int):
+    """The batches of one epoch: the first stream's, each joined by the next batch of every other
+    stream (cycled, shuffled the same way whether resumed or not) with its keys prefixed by the
+    stream's name."""
+    (_, first), *others = streams.items()
+    first.set_epoch(epoch - 1)
+    cycled = {
+        name: cycle(loader, seed=1_000_000 * i + 1_000 * (epoch - 1))
+        for i, (name, loader) in enumerate(others, start=1)
+    }
+    for batch in first:
+        for name, batches in cycled.items():
+            batch.update({f"{name}_{key}": value for key, value in next(batches).items()})
+        yield batch
+
+
+def train_epoch(run: Run, epoch: int) -> dict[str, float]:
+    """One epoch; the loss and each loss term, averaged over the steps and processes."""
+    args, model, optimizer = run.args, run.model, run.optimizer
+    steps_per_epoch = len(next(iter(run.streams.values())))
+    total_steps = steps_per_epoch * args.epochs
+    model.train()
+    total_loss = torch.zeros((), device=run.accelerator.device)
+    term_sums: dict[str, torch.Tensor] = {}
+    for step, batch in enumerate(stream_batches(run.streams, epoch)):
+        if args.lr_schedule == "cosine":
+            factor = lr_factor(run.schedule, epoch, step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = args.learning_rate * factor
+        run.unwrapped.set_training_progress(((epoch - 1) * steps_per_epoch + step) / total_steps)
+        out = model(**batch)
+        run.accelerator.backward(out.loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        total_loss += out.loss.detach()
+        for name, term in (out.loss_terms or {}).items():
+            term_sums[name] = term_sums.get(name, 0) + term
+    means = {"loss": run.accelerator.reduce(total_loss, "mean").item() / steps_per_epoch}
+    if term_sums:
+        terms = run.accelerator.reduce(torch.stack(list(term_sums.values())), "mean")
+        for name, term in zip(term_sums, terms.tolist(), strict=True):
+            means[name] = term / steps_per_epoch
+    return means
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint (its state file is written last)."""
+    done = [p for p in (output_dir / "checkpoints").glob("epoch_*") if (p / STATE_FILE).is_file()]
+    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+def save_checkpoint(run: Run, state: dict, best_weights: dict) -> None:
+    """The training state after an epoch, for `--resume`; older checkpoints are removed."""
+    checkpoints = run.output_dir / "checkpoints"
+    path = checkpoints / f"epoch_{state['epoch']}"
+    run.accelerator.save_state(path)
+    if run.accelerator.is_main_process:
+        save_file(best_weights, path / BEST_WEIGHTS)
+        atomic_write(path / STATE_FILE, json.dumps(state))
+        for old in checkpoints.glob("epoch_*"):
+            if old != path:
+                shutil.rmtree(old)
+    run.accelerator.wait_for_everyone()
+
+
+def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def resume(run: Run) -> tuple[dict, dict]:
+    """The training state and best weights to start from: fresh, or the latest checkpoint."""
+    state = {
+        "epoch": 0,
+        "best": -math.inf,
+        "best_epoch": None,
+        "curve": [],
+        "training_curve": [],
+        "seconds": 0.0,
+    }
+    last = latest_checkpoint(run.output_dir) if run.args.resume else None
+    if last is None:
+        return state, weights_of(run.unwrapped)
+    run.accelerator.load_state(last)
+    state = {"training_curve": [], **json.loads((last / STATE_FILE).read_text())}
+    run.accelerator.print(f"resumed from {last} (epoch {state['epoch']})")
+    return state, load_file(last / BEST_WEIGHTS)
+
+
+def validate(run: Run, epoch: int, state: dict, best_weights: dict, losses: dict) -> dict:
+    """Score the validation split; keep the weights if they are the best of the final stage."""
+    key, stage = selection_key(run.captions), run.schedule[epoch - 1]
+    metrics = score_embeddings(
+        run.unwrapped, embed_split(run.model, run.validation, run.accelerator), run.captions
+    )
+    state["curve"].append(
+        {"epoch": epoch, "stage": stage, "loss": losses["loss"], key: metrics[key]}
+    )
+    run.accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=epoch)
+    # Only the final stage produces the model that retrieval uses.
+    if run.schedule[-1] == stage and metrics[key] > state["best"]:
+        state.update(best=metrics[key], best_epoch=epoch, best_validation=metrics)
+        return weights_of(run.unwrapped)
+    return best_weights
+
+
+def fit(run: Run, state: dict, best_weights: dict) -> dict:
+    """Train from the epoch after `state["epoch"]`, validating every `eval_every` epochs and at
+    the end of each stage; returns the best weights of the final stage."""
+    args, unwrapped, schedule = run.args, run.unwrapped, run.schedule
+    key = selection_key(run.captions)
+    data = {name: loader.dataset for name, loader in run.streams.items()}
+    start = time.perf_counter() - state["seconds"]
+    bar = tqdm(
+        range(state["epoch"] + 1, args.epochs + 1),
+        desc=f"{args.model} on {args.dataset}",
+        disable=not run.accelerator.is_local_main_process,
+    )
+    for epoch in bar:
+        # Stage: its loss, and fresh Adam moments when it begins.
+        stage = schedule[epoch - 1]
+        unwrapped.set_training_stage(stage)
+        if epoch > 1 and schedule[epoch - 2] != stage:
+            run.optimizer.optimizer.state.clear()
+        # Train, let the model act on the epoch, log.
+        losses = train_epoch(run, epoch)
+        losses |= unwrapped.on_epoch_end(epoch, data)
+        state["training_curve"].append({"epoch": epoch, "stage": stage, **losses})
+        run.accelerator.log({f"train/{k}": v for k, v in losses.items()}, step=epoch)
+        bar.set_postfix(loss=f"{losses['loss']:.4f}")
+        # Validate every `eval_every` epochs and at the end of each stage; checkpoint then.
+        last_of_stage = epoch == args.epochs or schedule[epoch] != stage
+        if epoch % args.eval_every and not last_of_stage:
+            continue
+        best_weights = validate(run, epoch, state, best_weights, losses)
+        state.update(epoch=epoch, seconds=time.perf_counter() - start)
+        save_checkpoint(run, state, best_weights)
+        bar.set_postfix(
+            {"loss": f"{losses['loss']:.4f}", f"val_{key}": f"{state['curve'][-1][key]:.4f}"}
+        )
+    state["seconds"] = time.perf_counter() - start
+    return best_weights
+
+
+def save_pretrained_atomically(model, processor, path: Path) -> None:
+    """Write model + processor beside `path`, then swap the folder in."""
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def processor_for(run: Run):
+    """The processor saved with the model; with the towers when the model is trained on their
+    features (or `--with_towers`), which are then added to the model."""
+    config = run.unwrapped.config
+    with_towers = run.args.with_towers
+    if with_towers is None:
+        dims = (config.image_feature_dim, config.text_feature_dim)
+        with_towers = dims == tuple(TOWER_DIMS.values())
+    if with_towers:
+        add_towers(run.unwrapped)
+        return XmodalTowerProcessor.from_towers()
+    return XmodalProcessor(
+        image_feature_dim=config.image_feature_dim, text_feature_dim=config.text_feature_dim
+    )
+
+
+def evaluate_and_save(run: Run, state: dict, best_weights: dict) -> dict:
+    """Test the best weights once; write the model, `results.json` and the PR-curve plot."""
+    args, unwrapped = run.args, run.unwrapped
+    unwrapped.load_state_dict(best_weights)
+    processor = processor_for(run)
+    embeds = embed_split(run.model, run.test, run.accelerator)
+    test = score_embeddings(unwrapped, embeds, run.captions)
+    config = unwrapped.config.to_dict()
+    results = {
+        "method": args.model,
+        "model_type": unwrapped.config.model_type,
+        "config": config,
+        "config_hash": config_hash(config),
+        "dataset": args.dataset,
+        "split_sizes": run.split_sizes,
+        "seed": args.seed,
+        "hyperparameters": asdict(args),
+        "test": test,
+        "validation": state.get("best_validation"),
+        "best_epoch": state["best_epoch"],
+        "validation_curve": state["curve"],
+        "training_curve": state["training_curve"],
+        "train_time_s": state["seconds"],
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+        "num_processes": run.accelerator.num_processes,
+        "package_version": version("hf_xmodal"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if run.accelerator.is_main_process:
+        save_pretrained_atomically(unwrapped, processor, run.output_dir / "model")
+        write_results(run.output_dir / RESULTS_FILE, results)
+        plot_pr_curves(
+            pr_curves(unwrapped, embeds, run.captions),
+            run.output_dir / "pr_curve.png",
+            title=f"{args.model} on {args.dataset} (test)",
+        )
+        run.accelerator.print(
+            f"test {headline(test)}  (best validation epoch {state['best_epoch']}, "
+            f"{state['seconds']:.1f} s)\nsaved to {run.output_dir}"
+        )
+    return results
+
+
+def main(argv: list[str]) -> dict:
+    """Parse the arguments, train, select on validation, test once, save; returns the results."""
+    args = parse_args(argv)
+    run = setup(args)
+    state, best_weights = resume(run)
+    best_weights = fit(run, state, best_weights)
+    results = evaluate_and_save(run, state, best_weights)
+    run.accelerator.end_training()
+    return results
