@@ -137,7 +137,7 @@ def test_batch_size_one(model_class, kwargs):
         ({"image_features": torch.randn(3, IMAGE_DIM + 1)}, "image_features must have shape"),
         ({"text_features": torch.randn(3, TEXT_DIM, 2)}, "text_features must have shape"),
         ({"image_features": torch.full((3, IMAGE_DIM), float("nan"))}, "NaN"),
-        ({"image_features": torch.zeros(3, IMAGE_DIM, dtype=torch.long)}, "floating point"),
+        ({"image_features": torch.zeros(3, IMAGE_DIM, dtype=torch.bool)}, "real numbers"),
     ],
 )
 @every_model

@@ -6,16 +6,18 @@ the towers' version, so a second load reads them back in seconds.
 
 from __future__ import annotations
 
+import io
 import os
 from functools import cached_property
 from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict, List, Value
+from datasets import Image as ImageFeature
 from datasets.fingerprint import Hasher
 
 from ..models.configuration_xmodal import TOWER_DIMS
-from ..models.processing_xmodal import XmodalTowerProcessor
+from ..models.processing_xmodal import XmodalTowerProcessor, open_image
 from ..models.towers import IMAGE_TOWER, ImageTower, TextTower, text_tower_config
 
 CACHE_DIR = Path(os.environ.get("HF_XMODAL_CACHE", Path.home() / ".cache" / "hf_xmodal"))
@@ -104,10 +106,14 @@ def _extract(
     fingerprint = Hasher.hash((data._fingerprint, column, TOWERS_VERSION))
     features = data.features.copy()
     features[target] = List(Value("float32"), length=dim)
+    read = list
     if column == "image":
         del features["image"]
+        # Decoded here rather than by datasets, so that a bad file is named in the error.
+        data = data.cast_column("image", ImageFeature(decode=False))
+        read = _open_images
     return data.map(
-        lambda batch: {target: embed(batch[column]).numpy()},
+        lambda batch: {target: embed(read(batch[column])).numpy()},
         batched=True,
         batch_size=batch_size,
         remove_columns=["image"] if column == "image" else None,
@@ -116,6 +122,17 @@ def _extract(
         new_fingerprint=fingerprint,
         desc=f"{column} features ({split})",
     )
+
+
+def _open_images(items: list[dict]) -> list:
+    """PIL images of undecoded `datasets.Image` values (a file path or the file's bytes)."""
+    return [
+        open_image(
+            item["path"] if item["bytes"] is None else io.BytesIO(item["bytes"]),
+            f"image file {item['path'] or '(bytes)'}",
+        )
+        for item in items
+    ]
 
 
 def load_tower_features(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ _LAYOUTS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
         "test": [("test_img", "test_txt", "test_lab")],
     },
 }
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, scipy.io.matlab.MatReadError)
+"""What numpy and scipy raise for a damaged, truncated or empty file."""
 _LAYOUT_HELP = (
     "accepted layouts: (1) I_tr, T_tr, I_te, T_te with optional labels L_tr, L_te; "
     "(2) train_img, train_txt, test_img, test_txt with optional labels train_lab, test_lab "
@@ -42,9 +45,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         for file in files:
             try:
                 arrays[file.stem] = np.load(file, allow_pickle=False)
-            except ValueError as error:
+            except _READ_ERRORS as error:
                 raise ValueError(
-                    f"key '{file.stem}' ({file}): cannot load as a numeric array ({error})"
+                    f"key '{file.stem}' ({file}): cannot load as a numeric .npy array "
+                    f"({_describe(file, error)})"
                 ) from error
         return arrays
     suffix = path.suffix.lower()
@@ -56,16 +60,30 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 f"'{path}' is a MATLAB v7.3 (HDF5) file, which is not supported; save it with "
                 "save(..., '-v7') or as .npy files"
             ) from error
+        except _READ_ERRORS as error:
+            raise ValueError(
+                f"'{path}': cannot read as a MATLAB (v4-v7) .mat file ({_describe(path, error)})"
+            ) from error
         return {key: value for key, value in contents.items() if not key.startswith("__")}
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as contents:
                 return {key: contents[key] for key in contents.files}
-        except ValueError as error:
-            raise ValueError(f"'{path}': cannot load as numeric arrays ({error})") from error
+        except _READ_ERRORS as error:
+            raise ValueError(
+                f"'{path}': cannot read as a .npz archive of numeric arrays "
+                f"({_describe(path, error)})"
+            ) from error
     raise ValueError(
         f"unsupported feature file '{path}': expected a .mat or .npz file or a folder of .npy files"
     )
+
+
+def _describe(path: Path, error: Exception) -> str:
+    """The library's complaint, or that the file is empty."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    return f"{type(error).__name__}: {error}"
 
 
 def _select_layout(arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, str, str]]:

@@ -24,12 +24,21 @@ import torch
 import torch.nn.functional as F
 
 from ..files import atomic_write
+from ..models.layers import to_float32
 from .metrics import QUERY_MODALITIES, Scorer, _as_tensor, _hamming_from_signed, _signed_codes
 
 _INDEX_FILE = "index.faiss"
 _CONFIG_FILE = "index.json"
 _FLOAT_METRICS = ("cosine", "inner_product")
 _SEARCH_ELEMENTS = 1 << 22
+
+
+def _check_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
+    """`scores` if every one is finite; otherwise an error saying where they came from."""
+    if scores.is_floating_point() and not torch.isfinite(scores).all():
+        rows = (~torch.isfinite(scores)).any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{what} NaN or inf scores (query rows {rows}...)")
+    return scores
 
 
 class RetrievalIndex:
@@ -86,11 +95,7 @@ class RetrievalIndex:
             raise ValueError(f"{name} must have shape [n, {self.dim}], got {tuple(t.shape)}")
         if self.metric == "hamming":
             return _signed_codes(t, name) if len(t) else t.float()
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ValueError(f"{name} contain NaN or inf")
-        if self._scorer is not None:
-            return t
-        t = t.float()
+        t = to_float32(t, name)
         return F.normalize(t, dim=1) if self.metric == "cosine" else t
 
     @staticmethod
@@ -122,8 +127,8 @@ class RetrievalIndex:
                 raise ValueError(
                     f"scorer returned shape {tuple(scores.shape)}, expected {(len(q), len(self))}"
                 )
-            return scores
-        return q @ self._vectors.T
+            return _check_scores(scores, "the scorer returned")
+        return _check_scores(q @ self._vectors.T, "inner products overflow float32:")
 
     def search(self, queries: Any, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k `(scores, indices)`, both `[Q, k]`, best first.
@@ -143,7 +148,10 @@ class RetrievalIndex:
             return -torch.from_numpy(distances), torch.from_numpy(indices)
         if self._faiss is not None:
             scores, indices = self._faiss.search(np.ascontiguousarray(q.numpy()), k)
-            return torch.from_numpy(scores), torch.from_numpy(indices)
+            if (indices < 0).any():
+                raise ValueError("FAISS found fewer than k results (non-finite scores)")
+            scores = _check_scores(torch.from_numpy(scores), "inner products overflow float32:")
+            return scores, torch.from_numpy(indices)
         rows = max(1, _SEARCH_ELEMENTS // len(self))
         top_scores, top_indices = [], []
         for start in range(0, len(q), rows):
@@ -180,18 +188,34 @@ class RetrievalIndex:
             raise ValueError(
                 f"no saved index in {directory} (expected {_CONFIG_FILE}, {_INDEX_FILE})"
             )
-        config = json.loads(config_path.read_text())
-        index = cls(config["dim"], config["metric"])
-        data = np.frombuffer(index_path.read_bytes(), dtype=np.uint8)
-        if index.metric == "hamming":
-            index._faiss = faiss.deserialize_index_binary(data)
-        else:
-            index._faiss = faiss.deserialize_index(data)
-        n = index._faiss.ntotal
-        if n != config["size"]:
+        try:
+            config = json.loads(config_path.read_text())
+            index = cls(config["dim"], config["metric"])
+            size = int(config["size"])
+        except (ValueError, TypeError, KeyError) as e:
             raise ValueError(
-                f"{index_path} holds {n} vectors but {config_path} says {config['size']}"
-            )
+                f"{config_path} is damaged: expected JSON with metric, dim and size as "
+                f"written by RetrievalIndex.save ({type(e).__name__}: {e})"
+            ) from None
+        data = np.frombuffer(index_path.read_bytes(), dtype=np.uint8)
+        kind = "binary" if index.metric == "hamming" else "float"
+        width = index._faiss.d
+        try:
+            if index.metric == "hamming":
+                index._faiss = faiss.deserialize_index_binary(data)
+            else:
+                index._faiss = faiss.deserialize_index(data)
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[-1]
+            raise ValueError(
+                f"{index_path} is damaged or truncated ({len(data)} bytes): expected a FAISS "
+                f"{kind} index of {size} vectors of dim {index.dim} ({reason})"
+            ) from None
+        if index._faiss.d != width:
+            raise ValueError(f"{index_path} holds vectors of width {index._faiss.d}, not {width}")
+        n = index._faiss.ntotal
+        if n != size:
+            raise ValueError(f"{index_path} holds {n} vectors but {config_path} says {size}")
         if n and index.metric == "hamming":
             bits = np.unpackbits(index._faiss.reconstruct_n(0, n), axis=1)[:, : index.dim]
             index._vectors = torch.from_numpy(bits.astype(np.int8) * 2 - 1)

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.layers import check_multi_hot, to_float32
+
 Scorer = Callable[..., Any]
 """A learned metric, called as `scorer(queries, gallery, query_modality=...) -> [Q, G]` (higher =
 more similar); `query_modality` is "image" (queries are images, the gallery texts) or "text", so
@@ -69,9 +71,13 @@ def _check_ks(ks: Sequence[int], name: str = "ks") -> tuple[int, ...]:
     return tuple(int(k) for k in ks)
 
 
-def _check_labels(query_labels: Any, gallery_labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    ql = _as_tensor(query_labels, "query_labels")
-    gl = _as_tensor(gallery_labels, "gallery_labels")
+def _check_labels(
+    query_labels: Any,
+    gallery_labels: Any,
+    names: tuple[str, str] = ("query_labels", "gallery_labels"),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ql = _as_tensor(query_labels, names[0])
+    gl = _as_tensor(gallery_labels, names[1])
     if ql.ndim not in (1, 2) or ql.ndim != gl.ndim:
         raise ValueError(
             "labels must be both 1-D class ids or both 2-D multi-hot, got query_labels "
@@ -81,6 +87,11 @@ def _check_labels(query_labels: Any, gallery_labels: Any) -> tuple[torch.Tensor,
         raise ValueError(
             f"multi-hot labels have {ql.shape[1]} (queries) and {gl.shape[1]} (gallery) classes"
         )
+    for t, name in zip((ql, gl), names, strict=True):
+        if t.ndim == 2:
+            check_multi_hot(t, name)
+        elif t.is_floating_point() and not (t == t.round()).all():
+            raise ValueError(f"{name} must be integer class ids, got non-integer or NaN values")
     return ql, gl
 
 
@@ -455,8 +466,8 @@ def pairwise_scores(
         return hamming_scores(queries, gallery)
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS} or a callable, got {metric!r}")
-    q = _as_tensor(queries, "queries").float()
-    g = _as_tensor(gallery, "gallery").float()
+    q = to_float32(_as_tensor(queries, "queries"), "queries")
+    g = to_float32(_as_tensor(gallery, "gallery"), "gallery")
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
         raise ValueError(
             f"queries {tuple(q.shape)} and gallery {tuple(g.shape)} must be 2-D with equal dims"
@@ -482,7 +493,7 @@ def _prepare_pair(
         )
     if metric == "hamming":
         return _signed_codes(images, "image_embeds"), _signed_codes(texts, "text_embeds"), metric
-    images, texts = images.float(), texts.float()
+    images, texts = to_float32(images, "image_embeds"), to_float32(texts, "text_embeds")
     if metric == "cosine":
         images, texts = F.normalize(images, dim=1), F.normalize(texts, dim=1)
     return images, texts, "inner_product"
@@ -528,7 +539,7 @@ def evaluate_retrieval(
     """
     ks = _check_ks(ks)
     images, texts, metric = _prepare_pair(image_embeds, text_embeds, metric)
-    il, tl = _check_labels(image_labels, text_labels)
+    il, tl = _check_labels(image_labels, text_labels, ("image_labels", "text_labels"))
     _check_lengths(images, il, "image")
     _check_lengths(texts, tl, "text")
     results: dict[str, float] = {}

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .configuration_xmodal import TOWER_DIMS, XmodalConfig
-from .layers import check_features
+from .layers import check_features, check_pixel_values, check_tokens
 from .towers import ImageTower, TextTower, text_tower_config
 
 
@@ -51,12 +51,7 @@ class ModalityInputs(nn.Module):
         if pixel_values is not None:
             if self.image_tower is None:
                 raise ValueError("pixel_values need a model with input_mode='raw'")
-            if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-                raise ValueError(
-                    "pixel_values must be (batch, 3, height, width), "
-                    f"got {tuple(pixel_values.shape)}"
-                )
-            image_features = self._run(self.image_tower, pixel_values)
+            image_features = self._run(self.image_tower, check_pixel_values(pixel_values))
         if image_features is None:
             raise ValueError("give image_features or pixel_values")
         return check_features(image_features, self.image_feature_dim, "image_features")
@@ -71,9 +66,11 @@ class ModalityInputs(nn.Module):
         if input_ids is not None:
             if self.text_tower is None:
                 raise ValueError("input_ids need a model with input_mode='raw'")
-            if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
-            text_features = self._run(self.text_tower, input_ids, attention_mask)
+            tower = self.text_tower.model.config
+            tokens = check_tokens(
+                input_ids, attention_mask, tower.vocab_size, tower.max_position_embeddings
+            )
+            text_features = self._run(self.text_tower, *tokens)
         if text_features is None:
             raise ValueError("give text_features or input_ids")
         return check_features(text_features, self.text_feature_dim, "text_features")

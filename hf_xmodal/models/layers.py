@@ -2,41 +2,143 @@
 
 import math
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn.functional import all_gather
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
-def check_features(features: torch.Tensor, dim: int, name: str) -> torch.Tensor:
-    """Return `features` as a float tensor after checking it is `(batch, dim)` and finite."""
-    if not isinstance(features, torch.Tensor):
-        features = torch.as_tensor(features)
-    if features.ndim != 2 or features.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (batch, {dim}), got {tuple(features.shape)}")
-    if features.shape[0] == 0:
+
+def as_tensor(x, name: str) -> torch.Tensor:
+    """`x` (tensor, numpy array or nested list of numbers) as a tensor, or an error naming it."""
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        array = np.asarray(x)
+        return torch.as_tensor(array if min(array.strides, default=0) >= 0 else array.copy())
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"{name} must be a tensor, array or list of equal-length rows of numbers, "
+            f"got {type(x).__name__} ({e})"
+        ) from None
+
+
+def to_float32(t: torch.Tensor, name: str) -> torch.Tensor:
+    """`t` cast to float32 after checking every value is finite and within float32's range
+    (float64 is rounded to float32's precision; values it cannot hold are an error)."""
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got {t.dtype}")
+    if t.is_floating_point():
+        finite = torch.isfinite(t)
+        if not finite.all():
+            rows = (~finite).reshape(len(t), -1).any(1).nonzero().flatten()[:5].tolist()
+            raise ValueError(f"{name} contains NaN or inf (rows {rows}...)")
+    if t.dtype == torch.float64 and t.numel():
+        largest = t.abs().max().item()
+        if largest > FLOAT32_MAX:
+            raise ValueError(
+                f"{name} has values up to {largest:.3g}, beyond float32's range "
+                f"(±{FLOAT32_MAX:.3g})"
+            )
+    return t.float()
+
+
+def check_features(features, dim: int | None, name: str) -> torch.Tensor:
+    """`features` as a float32 `(batch, dim)` tensor of finite values.
+
+    Takes tensors, numpy arrays or lists of real numbers; `dim=None` takes any width.
+    """
+    t = as_tensor(features, name)
+    if t.ndim != 2 or (dim is not None and t.shape[1] != dim):
+        width = "dim" if dim is None else dim
+        raise ValueError(f"{name} must have shape (batch, {width}), got {tuple(t.shape)}")
+    if t.shape[0] == 0:
         raise ValueError(f"{name} is empty: the batch has no rows")
-    if not features.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got {features.dtype}")
-    if not torch.isfinite(features).all():
-        bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} contains NaN or inf (rows {bad}...)")
-    return features
+    return to_float32(t, name)
 
 
-def labels_to_targets(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+def check_pixel_values(pixel_values) -> torch.Tensor:
+    """Normalised pixels `(batch, 3, height, width)` as float32, as the tower processor makes."""
+    t = as_tensor(pixel_values, "pixel_values")
+    if t.ndim != 4 or t.shape[1] != 3 or 0 in t.shape:
+        raise ValueError(f"pixel_values must be (batch, 3, height, width), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be normalised floats (as XmodalTowerProcessor makes), got "
+            f"{t.dtype}: pass images through the processor rather than raw 0-255 pixels"
+        )
+    return to_float32(t, "pixel_values")
+
+
+def check_tokens(
+    input_ids, attention_mask, vocab_size: int, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids `(batch, length)` within the vocabulary and position table, and an attention
+    mask of 0/1 with at least one token per row (all ones when not given)."""
+    ids = as_tensor(input_ids, "input_ids")
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise ValueError(f"input_ids must be integer token ids, got {ids.dtype}")
+    if ids.ndim != 2 or 0 in ids.shape:
+        raise ValueError(
+            f"input_ids must be (batch, length) with at least one token, got {tuple(ids.shape)}"
+        )
+    if ids.shape[1] > max_length:
+        raise ValueError(
+            f"input_ids have {ids.shape[1]} tokens, more than the text tower's {max_length} "
+            "positions: truncate them (the tower processor does)"
+        )
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError(
+            f"input_ids must lie in [0, {vocab_size}) (the tower's vocabulary), got values in "
+            f"[{ids.min().item()}, {ids.max().item()}]"
+        )
+    if attention_mask is None:
+        return ids, torch.ones_like(ids)
+    mask = as_tensor(attention_mask, "attention_mask")
+    if mask.shape != ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)}, input_ids {tuple(ids.shape)}"
+        )
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("attention_mask must hold 0 and 1 only")
+    empty = (mask == 0).all(1).nonzero().flatten()
+    if len(empty):
+        raise ValueError(
+            f"attention_mask rows {empty[:5].tolist()} mask every token: such a text has no "
+            "embedding"
+        )
+    return ids, mask.to(ids.dtype)
+
+
+def check_multi_hot(labels: torch.Tensor, name: str) -> torch.Tensor:
+    """Multi-hot labels as bool, after checking every value is 0 or 1 (or boolean)."""
+    if labels.dtype != torch.bool and not ((labels == 0) | (labels == 1)).all():
+        bad = labels[(labels != 0) & (labels != 1)][:3].tolist()
+        raise ValueError(
+            f"{name} must be multi-hot: 0/1 or boolean, got values such as {bad} "
+            "(soft or NaN labels do not say what is relevant)"
+        )
+    return labels != 0
+
+
+def labels_to_targets(labels, num_labels: int) -> torch.Tensor:
     """Class indices `(batch,)` or multi-hot `(batch, num_labels)` → float multi-hot targets."""
+    labels = as_tensor(labels, "labels")
     if labels.ndim == 1:
-        if labels.is_floating_point():
-            raise ValueError(f"labels of shape (batch,) must be class indices, got {labels.dtype}")
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(
+                f"labels of shape (batch,) must be integer class indices, got {labels.dtype}"
+            )
         if labels.min() < 0 or labels.max() >= num_labels:
             raise ValueError(
                 f"labels must lie in [0, {num_labels}), got values in "
                 f"[{labels.min().item()}, {labels.max().item()}]"
             )
-        return nn.functional.one_hot(labels, num_labels).float()
+        return nn.functional.one_hot(labels.long(), num_labels).float()
     if labels.ndim == 2 and labels.shape[1] == num_labels:
-        return labels.float()
+        return check_multi_hot(labels, "labels").float()
     raise ValueError(
         f"labels must be class indices (batch,) or multi-hot (batch, {num_labels}), "
         f"got shape {tuple(labels.shape)}"
@@ -53,12 +155,17 @@ def loss_targets(
     one batch size."""
     if labels is None or image_embeds is None or text_embeds is None:
         raise ValueError("the loss needs image_features, text_features and labels")
+    labels = as_tensor(labels, "labels")
+    if labels.ndim == 0:
+        raise ValueError(
+            "labels must be one per pair (batch,) or (batch, num_labels), got a scalar"
+        )
     if not len(labels) == len(image_embeds) == len(text_embeds):
         raise ValueError(
             f"batch sizes differ: {len(image_embeds)} images, {len(text_embeds)} texts, "
             f"{len(labels)} labels"
         )
-    return labels_to_targets(labels.to(image_embeds.device), num_labels)
+    return labels_to_targets(labels, num_labels).to(image_embeds.device)
 
 
 class FeatureMLP(nn.Sequential):

@@ -10,7 +10,7 @@ from torch import nn
 
 from .configuration_uncsm import UNCSMConfig
 from .inputs import ModalityInputs
-from .layers import FeatureMLP, gather_batch, loss_targets
+from .layers import FeatureMLP, check_features, gather_batch, loss_targets
 from .losses import balanced_pair_mean, contrastive_loss, triplet_loss, unit_distance, weighted_sum
 from .modeling_outputs import CrossModalOutput
 from .modeling_xmodal import XmodalPreTrainedModel
@@ -175,9 +175,8 @@ class UNCSMModel(UNCSMPreTrainedModel):
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"rerank_top_k must be an integer >= 0, got {k!r}")
         dim = self.config.embed_dim
-        for name, x in (("query_embeds", query_embeds), ("gallery_embeds", gallery_embeds)):
-            if x.ndim != 2 or x.shape[1] != dim or len(x) == 0:
-                raise ValueError(f"{name} must have shape (n >= 1, {dim}), got {tuple(x.shape)}")
+        query_embeds = check_features(query_embeds, dim, "query_embeds")
+        gallery_embeds = check_features(gallery_embeds, dim, "gallery_embeds")
         q = query_embeds.to(self.device, self.dtype)
         g = gallery_embeds.to(self.device, self.dtype)
         if self.metric_network is None or self.training_stage == "pretrain":

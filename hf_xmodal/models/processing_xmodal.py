@@ -1,6 +1,8 @@
 """Processors: precomputed features, or images and texts for the pretrained towers."""
 
 import os
+import warnings
+from typing import IO
 
 import numpy as np
 import torch
@@ -48,8 +50,7 @@ class XmodalProcessor(ProcessorMixin):
             ("text_features", text_features, self.text_feature_dim),
         ):
             if values is not None:
-                tensor = torch.as_tensor(np.asarray(values, dtype=np.float32))
-                data[name] = check_features(tensor, dim, name)
+                data[name] = check_features(values, dim, name)
         return BatchFeature(data, tensor_type=return_tensors)
 
 
@@ -112,9 +113,29 @@ class XmodalTowerProcessor(ProcessorMixin):
             ("text_features", text_features, TOWER_DIMS["text_feature_dim"]),
         ):
             if values is not None:
-                tensor = torch.as_tensor(np.asarray(values, dtype=np.float32))
-                data[name] = check_features(tensor, dim, name)
+                data[name] = check_features(values, dim, name)
         return BatchFeature(data, tensor_type=return_tensors)
+
+
+def open_image(source: str | os.PathLike | IO[bytes], name: str) -> Image.Image:
+    """The RGB image in a file (a path or a binary file object), decoded in full.
+
+    Errors name the file: one PIL cannot identify, a truncated or corrupt one, and one whose
+    pixel count passes PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`, which PIL
+    itself only warns about up to twice that).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as opened:
+                return opened.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(
+            f"{name} is too large to decode safely ({e}); raise PIL.Image.MAX_IMAGE_PIXELS "
+            "if it is trusted"
+        ) from None
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise ValueError(f"{name} cannot be read as an image ({type(e).__name__}: {e})") from None
 
 
 def _check_images(images) -> list[Image.Image]:
@@ -124,11 +145,8 @@ def _check_images(images) -> list[Image.Image]:
     checked = []
     for i, image in enumerate(images):
         if isinstance(image, str | os.PathLike):
-            try:
-                with Image.open(image) as opened:
-                    image = opened.convert("RGB")
-            except (OSError, UnidentifiedImageError) as e:
-                raise ValueError(f"image {i} ({image}) cannot be read as an image: {e}") from None
+            checked.append(open_image(image, f"image {i} ({image})"))
+            continue
         if not isinstance(image, Image.Image):
             raise ValueError(f"image {i} must be a PIL image or a path, got {type(image).__name__}")
         try:
