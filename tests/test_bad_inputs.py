@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict, Features
 from datasets import Image as ImageFeature
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModel
 
 from hf_xmodal.data.extraction import extract_features
 from hf_xmodal.data.features import load_paired_features
@@ -581,3 +581,11 @@ def test_damaged_npy_in_a_folder(tmp_path):
         ValueError, match=r"key 'T_te' \(.*T_te.npy\): cannot load as a numeric .npy"
     ):
         load_paired_features(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0, 0.5, 0.99])
+def test_truncated_weights_file_is_named(tmp_path, keep):
+    small_model("dscmr").save_pretrained(tmp_path)
+    truncate(tmp_path / "model.safetensors", keep)
+    with pytest.raises(OSError, match=r"model.safetensors is truncated or damaged"):
+        AutoModel.from_pretrained(tmp_path)

@@ -4,9 +4,11 @@ hooks `scripts/train.py` calls (each with a no-op default, so a method fills onl
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -40,6 +42,15 @@ def paired_stream(split: Dataset, index: bool = False) -> Dataset:
     return stream.rename_column(label, "labels") if label != "labels" else stream
 
 
+def _readable(path: Path) -> bool:
+    """Whether a .safetensors file opens: its header is whole and covers the file exactly."""
+    try:
+        with safe_open(path, "pt"):
+            return True
+    except (SafetensorError, OSError):
+        return False
+
+
 class XmodalPreTrainedModel(PreTrainedModel):
     """Xavier-initialised linear layers; a model defines `get_image_features` and
     `get_text_features`, and its `forward` embeds whichever media it is given.
@@ -59,6 +70,19 @@ class XmodalPreTrainedModel(PreTrainedModel):
     """Whether some trainable parameters get no gradient in some step (e.g. a stage leaves a
     network out of the loss); distributed training then looks for them
     (DDP `find_unused_parameters`), which costs a little time per step."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a damaged local weights file is named in the error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as e:
+            folder = Path(pretrained_model_name_or_path)
+            damaged = [p.name for p in sorted(folder.glob("*.safetensors")) if not _readable(p)]
+            raise OSError(
+                f"cannot load the weights in {folder}: {', '.join(damaged) or 'a weights file'} "
+                f"is truncated or damaged ({e}); expected safetensors as save_pretrained writes"
+            ) from None
 
     def _init_weights(self, module: nn.Module):
         if isinstance(module, nn.Linear):
