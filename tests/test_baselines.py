@@ -81,3 +81,19 @@ def test_bad_inputs_fail_clearly(x, y, message):
 def test_too_many_components_fail_clearly():
     with pytest.raises(ValueError, match="n_components"):
         CCA(n_components=5).fit(np.random.rand(20, 3), np.random.rand(20, 4))
+
+
+def test_cca_centres_the_data():
+    """Shifting either medium by a constant changes neither the correlations nor the embeddings,
+    and the training embeddings have zero mean (data-free: the published figure's tolerance
+    would absorb a missing centring)."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(300, 2))
+    x = np.c_[z, rng.normal(size=(300, 3))] @ rng.normal(size=(5, 5))
+    y = np.c_[z, rng.normal(size=(300, 2))] @ rng.normal(size=(4, 4))
+    offset_x, offset_y = x + 40.0, y - 25.0
+    plain, shifted = CCA(n_components=3).fit(x, y), CCA(n_components=3).fit(offset_x, offset_y)
+    np.testing.assert_allclose(shifted.correlations_, plain.correlations_, rtol=1e-6)
+    for ours, theirs in zip(shifted.embed(offset_x, offset_y), plain.embed(x, y), strict=True):
+        np.testing.assert_allclose(np.abs(ours), np.abs(theirs), rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(ours.mean(0), 0, atol=1e-9)

@@ -207,3 +207,29 @@ def test_invalid_config_names_the_field(kwargs, field):
     with pytest.raises(Exception, match=field) as error:  # the strict dataclass wraps it
         DAMLConfig(**kwargs)
     assert isinstance(error.value.__cause__ or error.value, ValueError)
+
+
+@pytest.mark.parametrize("mining", ["all", "hard"])
+def test_one_class_batch_is_pulled_together(mining):
+    """With every pair of the same class nothing is pushed: the metric term is the pull alone,
+    the mean squared distance between unit embeddings, and training on it shrinks it."""
+    model = make_model(
+        negative_mining=mining,
+        pair_consistency_weight=0,
+        adversarial_weight=0,
+        label_classification_weight=0,
+    )
+    batch = {**make_batch(), "labels": torch.zeros(8, dtype=torch.long)}
+    out = model(**batch)
+    u, v = F.normalize(out.image_embeds, dim=1), F.normalize(out.text_embeds, dim=1)
+    every = torch.cat([u, v])
+    d2 = torch.cdist(every, every).square()
+    cross, intra = d2[:8, 8:].mean(), d2[:8, :8].mean() + d2[8:, 8:].mean()
+    torch.testing.assert_close(out.loss_terms["metric_learning"], (cross + intra).detach())
+    assert out.loss > 0.1
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    assert model(**batch).loss < out.loss / 2

@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from hf_xmodal.evaluation import RetrievalIndex, hamming_distance, pairwise_scores
+from hf_xmodal.evaluation import index as index_module
 
 
 def randn(*shape, seed=0):
@@ -17,9 +19,13 @@ def codes(n, bits, seed, zero_one=False):
     return c if zero_one else c * 2 - 1
 
 
+@pytest.mark.parametrize("block_elements", [None, 60])  # the whole gallery, or blocks of it
+@pytest.mark.parametrize("n_queries", [1, 7])
 @pytest.mark.parametrize("metric", ["cosine", "inner_product"])
-def test_float_search_matches_brute_force(metric):
-    gallery, queries = randn(50, 8, seed=1), randn(7, 8, seed=2)
+def test_float_search_matches_brute_force(metric, n_queries, block_elements, monkeypatch):
+    if block_elements:
+        monkeypatch.setattr(index_module, "_SEARCH_ELEMENTS", block_elements)
+    gallery, queries = randn(50, 8, seed=1), randn(n_queries, 8, seed=2)
     index = RetrievalIndex(8, metric)
     index.add(gallery[:20])
     index.add(gallery[20:].numpy())
@@ -70,12 +76,45 @@ def test_binary_index_matches_hamming_distance(tmp_path, bits, zero_one):
     dist = hamming_distance(queries, gallery)
     assert torch.equal(index.scores(queries), -dist)
     scores, indices = index.search(queries, 10)
-    # FAISS orders ties its own way: compare distances, and check each index's distance.
-    assert torch.equal(-scores, dist.sort(dim=1).values[:, :10])
-    assert torch.equal(dist.gather(1, indices), -scores)
+    values, order = dist.sort(dim=1, stable=True)  # equal distances in gallery order
+    assert torch.equal(-scores, values[:, :10]) and torch.equal(indices, order[:, :10])
     loaded = RetrievalIndex.load(index.save(tmp_path))
     assert torch.equal(loaded.scores(queries), -dist)
-    assert torch.equal(loaded.search(queries, 10)[0], scores)
+    for a, b in zip(loaded.search(queries, 10), (scores, indices), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("counting", [False, True])  # FAISS's heap or counting selection
+@pytest.mark.parametrize("n_queries", [1, 40])
+def test_hamming_ties_come_in_gallery_order(n_queries, counting, monkeypatch):
+    """Few distinct codes, so that nearly every distance is shared by many gallery items."""
+    monkeypatch.setattr(index_module, "_COUNTING_MIN_ITEMS", 0 if counting else 1 << 30)
+    distinct = codes(6, 16, 11)
+    pick = torch.randint(0, 6, (3000,), generator=torch.Generator().manual_seed(12))
+    gallery, queries = distinct[pick], codes(n_queries, 16, 13)
+    index = RetrievalIndex(16, "hamming")
+    index.add(gallery[:1000])
+    index.add(gallery[1000:])
+    scores, indices = index.search(queries, 700)
+    values, order = hamming_distance(queries, gallery).sort(dim=1, stable=True)
+    assert torch.equal(-scores, values[:, :700]) and torch.equal(indices, order[:, :700])
+
+
+@pytest.mark.parametrize("bits", [12, 64])
+def test_packed_codes_equal_unpacked_ones(bits):
+    gallery, queries = codes(80, bits, 14), codes(5, bits, 15)
+    plain, packed = RetrievalIndex(bits, "hamming"), RetrievalIndex(bits, "hamming")
+    plain.add(gallery)
+    packed.add(np.packbits(gallery.numpy() > 0, axis=1))
+    packed_queries = torch.from_numpy(np.packbits(queries.numpy() > 0, axis=1))
+    assert packed_queries.shape == (5, (bits + 7) // 8)
+    for a, b in zip(plain.search(queries, 9), packed.search(packed_queries, 9), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(plain.scores(queries), packed.scores(packed_queries))
+    assert torch.equal(packed.scores(queries), -hamming_distance(queries, gallery))
+    if bits % 8:
+        with pytest.raises(ValueError, match="last 4 bits of each row zero"):
+            packed.add(np.full((1, 2), 255, dtype=np.uint8))
 
 
 def test_learned_scorer_index():
@@ -127,3 +166,19 @@ def test_errors(tmp_path):
         RetrievalIndex(3, "hamming").add(torch.tensor([[0.5, 1.0, 0.0]]))
     with pytest.raises(ValueError, match="no saved index"):
         RetrievalIndex.load(tmp_path / "missing")
+
+
+def test_cosine_ranks_by_angle_not_length():
+    """The nearest direction wins over a longer vector further in angle; scores are cosines."""
+    query = torch.tensor([[1.0, 0.0]])
+    gallery = torch.tensor([[30.0, 40.0], [1.0, 0.1], [-5.0, 0.0]])  # cosines 0.6, 0.995, -1
+    cosines = torch.tensor([[0.6, 1 / 1.01**0.5, -1.0]])
+    index = RetrievalIndex(2, "cosine")
+    index.add(gallery)
+    scores, indices = index.search(query * 7, 3)
+    assert indices.tolist() == [[1, 0, 2]]
+    torch.testing.assert_close(scores, cosines[:, [1, 0, 2]])
+    torch.testing.assert_close(index.scores(query * 7), cosines)
+    ip = RetrievalIndex(2, "inner_product")
+    ip.add(gallery)
+    assert ip.search(query, 3)[1].tolist() == [[0, 1, 2]]

@@ -477,3 +477,25 @@ def test_plot_pr_curves(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="needs"):
         plot_pr_curves({"bad": {"precision": [1.0]}}, tmp_path / "b.png")
+
+
+def test_pr_curves_of_a_code_model_include_precision_and_recall_per_radius(tmp_path):
+    """A model whose retrieval metric is "hamming" gets PR within each radius 0..bits too."""
+    from types import SimpleNamespace
+
+    from hf_xmodal.evaluation import plot_pr_curves
+    from hf_xmodal.training import pr_curves
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2, (2, 30, 8), generator=g) * 2 - 1
+    labels = torch.randint(0, 3, (30,), generator=g)
+    embeds = {"image_embeds": codes[0], "text_embeds": codes[1], "labels": labels}
+    model = SimpleNamespace(config=SimpleNamespace(retrieval_metric="hamming"))
+    curves = pr_curves(model, embeds)
+    within = curves["text→image, within Hamming radius"]
+    expected = precision_recall_within_hamming_radius(codes[1], codes[0], labels, labels)
+    for key in ("radius", "precision", "recall"):
+        torch.testing.assert_close(within[key], expected[key])
+    assert within["radius"].tolist() == list(range(9))
+    assert "image→text, within Hamming radius" in curves
+    assert plot_pr_curves(curves, tmp_path / "pr.png").stat().st_size > 0

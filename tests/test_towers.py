@@ -16,7 +16,7 @@ from hf_xmodal.data import load_flickr8k
 from hf_xmodal.data.extraction import Towers, caption_pairs, extract_features
 from hf_xmodal.evaluation import RetrievalIndex, evaluate_caption_retrieval
 from hf_xmodal.models import DSCMRConfig, DSCMRModel, XmodalTowerProcessor, add_towers, towers
-from hf_xmodal.models.towers import build_image_tower
+from hf_xmodal.models.towers import IMAGE_TOWER, build_image_tower
 
 SAMPLE_PHOTOS = {  # scikit-image's sample photos → acceptable ImageNet top-1 classes
     "chelsea": {281, 282, 283, 284, 285},  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -282,3 +282,20 @@ def test_full_flickr8k_caption_retrieval_from_tower_features(tmp_path):
     )["cca"]
     assert cca["split_sizes"]["test"] == 5000
     assert cca["test"]["r@10_t2i"] > 0.3 and cca["test"]["r@10_i2t"] > 0.3
+
+
+def test_image_normalisation_is_the_towers_own():
+    """The processor's mean and std are those EfficientNet-Lite was trained with (timm's
+    pretrained config for the architecture): 0 → −1, 255 → +1 in every channel."""
+    import timm
+
+    expected = timm.create_model(IMAGE_TOWER, pretrained=False).pretrained_cfg
+    assert (expected["mean"], expected["std"]) == (towers.IMAGE_MEAN, towers.IMAGE_STD)
+    processor = XmodalTowerProcessor.from_towers()
+    colours = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 128, 255)]
+    pixels = processor(images=[Image.new("RGB", (300, 260), c) for c in colours])["pixel_values"]
+    mean, std = torch.tensor(expected["mean"]), torch.tensor(expected["std"])
+    target = (torch.tensor(colours) / 255 - mean) / std
+    torch.testing.assert_close(pixels.mean((2, 3)), target, atol=1e-5, rtol=0)
+    torch.testing.assert_close(pixels.std((2, 3)), torch.zeros(4, 3), atol=1e-5, rtol=0)
+    assert pixels[1].min() == 1.0 and pixels[0].max() == -1.0

@@ -1,20 +1,28 @@
 """A small retrieval index over gallery embeddings or binary codes.
 
 Float embeddings live in a FAISS `IndexFlatIP` (metric "cosine" normalises on add and search, or
-"inner_product"); binary codes ({-1, +1} or {0, 1}) in an `IndexBinaryFlat`, packed to bits, with
-metric "hamming" (scores are negative distances). A callable metric (a learned metric network,
-such as a model's `similarity`, reported as "learned") scores the whole gallery in torch as
-`scorer(queries, gallery, query_modality=...)`; the index is told which medium its queries are.
+"inner_product"); binary codes in an `IndexBinaryFlat`, packed to bits, with metric "hamming"
+(scores are negative distances). Codes are given as {-1, +1} or {0, 1} values `[n, bits]`, or
+already packed: uint8 `[n, ceil(bits / 8)]` as `np.packbits` writes them. A callable metric (a
+learned metric network, such as a model's `similarity`, reported as "learned") scores the whole
+gallery in torch as `scorer(queries, gallery, query_modality=...)`; the index is told which medium
+its queries are.
 
-`search` returns the top k; FAISS does not guarantee an order among tied scores. `scores` returns
-the full score matrix computed in torch from the stored vectors: evaluation ranks that, so that
-the tie rule of `hf_xmodal.evaluation.metrics` holds.
+Each vector is stored once, in the FAISS index; torch reads it in place. `search` returns the top
+k, best first. Codes are searched by FAISS's exhaustive Hamming top k, whose equal distances come
+in gallery order (lower index first), the tie rule of `hf_xmodal.evaluation.metrics`. Floats are
+searched by torch, a matrix product and top k per block of the gallery (FAISS's flat search is
+slower here: one thread for a single query, its own BLAS for batches; see
+`scripts/benchmark_search.py`); exact ties among float scores may come in either order. `scores`
+returns the full score matrix computed in torch: evaluation ranks that.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,8 @@ _INDEX_FILE = "index.faiss"
 _CONFIG_FILE = "index.json"
 _FLOAT_METRICS = ("cosine", "inner_product")
 _SEARCH_ELEMENTS = 1 << 22
+# Gallery size from which one Hamming query is faster by counting than with a heap.
+_COUNTING_MIN_ITEMS = 1 << 16
 
 
 def _check_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
@@ -39,6 +49,17 @@ def _check_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
         rows = (~torch.isfinite(scores)).any(1).nonzero().flatten()[:5].tolist()
         raise ValueError(f"{what} NaN or inf scores (query rows {rows}...)")
     return scores
+
+
+@contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    """FAISS's OpenMP thread count set to `n` for the calling thread, then restored."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class RetrievalIndex:
@@ -73,69 +94,101 @@ class RetrievalIndex:
         self.dim = int(dim)
         self._scorer = metric if callable(metric) else None
         self.metric = "learned" if callable(metric) else metric
+        self._code_bytes = (self.dim + 7) // 8
         if self.metric in _FLOAT_METRICS:
             self._faiss = faiss.IndexFlatIP(self.dim)
         elif self.metric == "hamming":
-            self._faiss = faiss.IndexBinaryFlat(8 * ((self.dim + 7) // 8))
+            self._faiss = faiss.IndexBinaryFlat(8 * self._code_bytes)
         else:
             self._faiss = None
-        # What `scores` compares against: normalised floats, ±1 codes, or the raw embeddings.
-        self._vectors = torch.empty(0, self.dim)
+            self._embeddings = torch.empty(0, self.dim)  # what a learned scorer compares
 
     def __len__(self) -> int:
-        return len(self._vectors)
+        return len(self._embeddings) if self._faiss is None else self._faiss.ntotal
 
     def __repr__(self) -> str:
         return f"RetrievalIndex(dim={self.dim}, metric={self.metric!r}, size={len(self)})"
 
-    def _prepare(self, x: Any, name: str) -> torch.Tensor:
-        """Validate a batch and bring it to the stored form."""
+    def _prepare(self, x: Any, name: str) -> torch.Tensor | np.ndarray:
+        """Validate a batch and bring it to the stored form: packed codes (uint8 numpy), or
+        contiguous float32 (normalised for "cosine"), or as given for a learned scorer."""
         t = _as_tensor(x, name)
+        if self._is_packed(t):
+            return self._check_packed(t.numpy(), name)
         if t.ndim != 2 or t.shape[1] != self.dim:
-            raise ValueError(f"{name} must have shape [n, {self.dim}], got {tuple(t.shape)}")
+            expected = f"[n, {self.dim}]"
+            if self.metric == "hamming":
+                expected += f" (or packed bits: uint8 [n, {self._code_bytes}])"
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
         if self.metric == "hamming":
-            return _signed_codes(t, name) if len(t) else t.float()
+            if not len(t):
+                return np.zeros((0, self._code_bytes), np.uint8)
+            return np.packbits(_signed_codes(t, name).numpy() > 0, axis=1)
         t = to_float32(t, name)
-        return F.normalize(t, dim=1) if self.metric == "cosine" else t
+        if self._scorer is not None:
+            return t
+        return (F.normalize(t, dim=1) if self.metric == "cosine" else t).contiguous()
 
-    @staticmethod
-    def _pack(codes: torch.Tensor) -> np.ndarray:
-        return np.packbits((codes > 0).numpy(), axis=1)
+    def _is_packed(self, t: torch.Tensor) -> bool:
+        """Codes of more than one bit given packed: uint8 `[n, ceil(dim / 8)]`."""
+        packed_shape = t.ndim == 2 and t.shape[1] == self._code_bytes != self.dim
+        return self.metric == "hamming" and t.dtype == torch.uint8 and packed_shape
+
+    def _check_packed(self, packed: np.ndarray, name: str) -> np.ndarray:
+        """Packed codes whose bits beyond `dim` (the padding of the last byte) are zero."""
+        spare = 8 * self._code_bytes - self.dim
+        if spare and (packed[:, -1] & ((1 << spare) - 1)).any():
+            raise ValueError(
+                f"{name}: packed codes of {self.dim} bits must leave the last {spare} bits of "
+                "each row zero (np.packbits does)"
+            )
+        return np.ascontiguousarray(packed)
+
+    def _stored(self) -> torch.Tensor:
+        """The gallery as `scores` compares it: ±1 float codes, or a view of the stored floats."""
+        n = len(self)
+        if self._faiss is None:
+            return self._embeddings
+        if self.metric == "hamming":
+            packed = faiss.rev_swig_ptr(self._faiss.xb.data(), n * self._code_bytes)
+            bits = np.unpackbits(packed.reshape(n, self._code_bytes), axis=1, count=self.dim)
+            return torch.from_numpy(bits).float() * 2 - 1
+        # A view of FAISS's own storage, valid until the next `add`.
+        return torch.from_numpy(faiss.rev_swig_ptr(self._faiss.get_xb(), n * self.dim)).view(
+            n, self.dim
+        )
 
     def add(self, embeddings: Any) -> None:
         """Append `[n, dim]` embeddings (or codes) to the gallery; their ids continue from len()."""
         x = self._prepare(embeddings, "embeddings")
-        if self.metric == "hamming":
-            self._faiss.add(self._pack(x))
-            x = x.to(torch.int8)
-        elif self._faiss is not None:
-            self._faiss.add(np.ascontiguousarray(x.numpy()))
-        self._vectors = torch.cat([self._vectors.to(x.dtype), x])
-
-    def _stored(self) -> torch.Tensor:
-        return self._vectors.float() if self.metric == "hamming" else self._vectors
+        if self._faiss is None:
+            self._embeddings = torch.cat([self._embeddings.to(x.dtype), x])
+        elif self.metric == "hamming":
+            self._faiss.add(x)
+        else:
+            self._faiss.add(x.numpy())
 
     def scores(self, queries: Any) -> torch.Tensor:
         """Full score matrix `[Q, len(self)]` computed in torch (negative distances for codes)."""
         q = self._prepare(queries, "queries")
         if self.metric == "hamming":
-            return -_hamming_from_signed(q, self._stored())
+            signed = torch.from_numpy(np.unpackbits(q, axis=1, count=self.dim)).float() * 2 - 1
+            return -_hamming_from_signed(signed, self._stored())
         if self._scorer is not None:
-            scores = self._scorer(q, self._vectors, query_modality=self.query_modality)
+            scores = self._scorer(q, self._embeddings, query_modality=self.query_modality)
             scores = _as_tensor(scores, "scorer output")
             if scores.shape != (len(q), len(self)):
                 raise ValueError(
                     f"scorer returned shape {tuple(scores.shape)}, expected {(len(q), len(self))}"
                 )
             return _check_scores(scores, "the scorer returned")
-        return _check_scores(q @ self._vectors.T, "inner products overflow float32:")
+        return _check_scores(q @ self._stored().T, "inner products overflow float32:")
 
     def search(self, queries: Any, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k `(scores, indices)`, both `[Q, k]`, best first.
 
         k larger than the index is clamped to its size. For "hamming" the scores are negative
-        distances. Tied scores come in FAISS's order, except for a callable metric, which uses a
-        stable sort (lower index first).
+        distances, and equal distances come in gallery order, as do tied learned scores.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -144,14 +197,10 @@ class RetrievalIndex:
         q = self._prepare(queries, "queries")
         k = min(int(k), len(self))
         if self.metric == "hamming":
-            distances, indices = self._faiss.search(self._pack(q), k)
-            return -torch.from_numpy(distances), torch.from_numpy(indices)
-        if self._faiss is not None:
-            scores, indices = self._faiss.search(np.ascontiguousarray(q.numpy()), k)
-            if (indices < 0).any():
-                raise ValueError("FAISS found fewer than k results (non-finite scores)")
-            scores = _check_scores(torch.from_numpy(scores), "inner products overflow float32:")
-            return scores, torch.from_numpy(indices)
+            return self._hamming_search(q, k)
+        if self._scorer is None:
+            scores, indices = self._float_search(q, k)
+            return _check_scores(scores, "inner products overflow float32:"), indices
         rows = max(1, _SEARCH_ELEMENTS // len(self))
         top_scores, top_indices = [], []
         for start in range(0, len(q), rows):
@@ -160,6 +209,40 @@ class RetrievalIndex:
             top_scores.append(values[:, :k])
             top_indices.append(order[:, :k])
         return torch.cat(top_scores), torch.cat(top_indices)
+
+    def _hamming_search(self, q: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """FAISS's exhaustive Hamming top k over the stored codes, read in place.
+
+        Both of its selections keep the lowest gallery index among equal distances: a heap, or
+        counting per distance (faster for one query over a large gallery). FAISS shares out
+        queries, not gallery rows, so one query runs on one thread, without idle threads to
+        wait for (on a busy machine they stall it).
+        """
+        n = len(self)
+        gallery = faiss.rev_swig_ptr(self._faiss.xb.data(), n * self._code_bytes)
+        single = len(q) == 1
+        variant = "mc" if single and n >= _COUNTING_MIN_ITEMS else "hc"
+        with _faiss_threads(1 if single else faiss.omp_get_max_threads()):
+            distances, indices = faiss.knn_hamming(
+                q, gallery.reshape(n, self._code_bytes), k, variant=variant
+            )
+        return -torch.from_numpy(distances), torch.from_numpy(indices)
+
+    def _float_search(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top k by matrix products over blocks of the gallery (each read once per batch), the
+        k best of each block merged at the end."""
+        gallery = self._stored()
+        block = max(k, _SEARCH_ELEMENTS // max(1, len(q)))
+        if block >= len(gallery):
+            return (q @ gallery.T).topk(k, dim=1)
+        values, indices = [], []
+        for start in range(0, len(gallery), block):
+            part = gallery[start : start + block]
+            top = (q @ part.T).topk(min(k, len(part)), dim=1)
+            values.append(top.values)
+            indices.append(top.indices + start)
+        best = torch.cat(values, dim=1).topk(k, dim=1)
+        return best.values, torch.cat(indices, dim=1).gather(1, best.indices)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `index.faiss` and `index.json` (metric, dim, size) into `directory`, atomically."""
@@ -216,9 +299,4 @@ class RetrievalIndex:
         n = index._faiss.ntotal
         if n != size:
             raise ValueError(f"{index_path} holds {n} vectors but {config_path} says {size}")
-        if n and index.metric == "hamming":
-            bits = np.unpackbits(index._faiss.reconstruct_n(0, n), axis=1)[:, : index.dim]
-            index._vectors = torch.from_numpy(bits.astype(np.int8) * 2 - 1)
-        elif n:
-            index._vectors = torch.from_numpy(index._faiss.reconstruct_n(0, n))
         return index

@@ -13,6 +13,7 @@ from ..evaluation import (
     evaluate_retrieval,
     pairwise_scores,
     precision_recall_curve,
+    precision_recall_within_hamming_radius,
 )
 
 
@@ -73,7 +74,8 @@ def score_embeddings(
 def pr_curves(
     model: torch.nn.Module, embeds: dict[str, torch.Tensor], captions: bool = False
 ) -> dict[str, dict]:
-    """Precision-recall curves of both directions, ready for `plot_pr_curves`."""
+    """Precision-recall curves of both directions, ready for `plot_pr_curves`; for binary codes
+    also precision and recall within each Hamming radius 0..bits."""
     images, labels = embeds["image_embeds"], embeds["labels"]
     image_labels = labels
     if captions:  # relevant = the caption's own image
@@ -83,7 +85,15 @@ def pr_curves(
     with torch.no_grad():
         i2t = pairwise_scores(images, texts, metric, query_modality="image")
         t2i = pairwise_scores(texts, images, metric, query_modality="text")
-    return {
+    curves = {
         "image→text": precision_recall_curve(i2t, image_labels, labels),
         "text→image": precision_recall_curve(t2i, labels, image_labels),
     }
+    if metric == "hamming":
+        curves["image→text, within Hamming radius"] = precision_recall_within_hamming_radius(
+            images, texts, image_labels, labels
+        )
+        curves["text→image, within Hamming radius"] = precision_recall_within_hamming_radius(
+            texts, images, labels, image_labels
+        )
+    return curves

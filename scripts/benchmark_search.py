@@ -1,0 +1,157 @@
+"""Top-k search speed: `RetrievalIndex` against raw FAISS and a plain torch matmul + topk.
+
+    python scripts/benchmark_search.py                      # 10k / 100k / 1M items, 2 threads
+    python scripts/benchmark_search.py --sizes 10000 --threads 1
+
+Two kinds of gallery: 64-bit binary codes ranked by Hamming distance and 256-d float embeddings
+ranked by cosine, both random. For each size, one query and a batch of 100 queries, top 10.
+Beside the measured times, the bandwidth bound: the bytes of the gallery one search has to read
+(codes: 8 bytes per item; floats: 1 KiB per item), divided by this machine's copy bandwidth
+measured here (a 1 GiB tensor copied with the same thread count, source bytes per second). Times
+are the best of repeated runs after a warm-up (other processes only ever add time), per query (a
+batch's time divided by 100), as wall time and, in brackets, CPU time of all threads (on a busy
+machine a long call waits for the CPU: its wall time grows with the load, its CPU time much
+less); the machine load (`os.getloadavg`) is printed before and after.
+"""
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hf_xmodal.evaluation import RetrievalIndex
+
+TOP_K = 10
+BITS = 64
+FLOAT_DIM = 256
+
+
+def best_seconds(fn: Callable[[], object], budget: float, max_repeats: int) -> tuple[float, float]:
+    """Best wall time and best CPU time (all threads) of repeated calls after a warm-up, within
+    about `budget` seconds."""
+    fn()
+    walls: list[float] = []
+    cpus: list[float] = []
+    while len(walls) < max_repeats and (len(walls) < 3 or sum(walls) < budget):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return min(walls), min(cpus)
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second of copying a 1 GiB tensor (larger than the caches), best of 5."""
+    src = torch.ones(1 << 28)  # 1 GiB of float32
+    dst = torch.empty_like(src)
+    return src.numel() * src.element_size() / best_seconds(lambda: dst.copy_(src), 0, 5)[0]
+
+
+def hamming_backends(n: int, gen: torch.Generator) -> tuple[dict, torch.Tensor, int]:
+    """Search functions over `n` random 64-bit codes; the queries' ±1 codes; bytes per item."""
+    signed = torch.randint(0, 2, (n + 100, BITS), generator=gen, dtype=torch.int8) * 2 - 1
+    gallery, queries = signed[:n], signed[n:]
+    packed = np.packbits(gallery.numpy() > 0, axis=1)
+
+    raw = faiss.IndexBinaryFlat(BITS)
+    raw.add(packed)
+    index = RetrievalIndex(BITS, "hamming")
+    index.add(torch.from_numpy(packed))
+    as_float = gallery.float()
+    del gallery, signed
+
+    def torch_topk(q: torch.Tensor):
+        # For ±1 codes of B bits: distance = (B − <q, g>) / 2, smallest first.
+        return (q.float() @ as_float.T).topk(TOP_K, dim=1)
+
+    backends = {
+        "RetrievalIndex": lambda q: index.search(q, TOP_K),
+        "raw FAISS": lambda q: raw.search(np.packbits(q.numpy() > 0, axis=1), TOP_K),
+        "torch matmul+topk": torch_topk,
+    }
+    return backends, queries, BITS // 8
+
+
+def float_backends(n: int, gen: torch.Generator) -> tuple[dict, torch.Tensor, int]:
+    """Search functions over `n` random 256-d float embeddings (cosine); queries; bytes per item."""
+    gallery = F.normalize(torch.randn(n, FLOAT_DIM, generator=gen), dim=1)
+    queries = torch.randn(100, FLOAT_DIM, generator=gen)
+
+    raw = faiss.IndexFlatIP(FLOAT_DIM)
+    raw.add(gallery.numpy())
+    index = RetrievalIndex(FLOAT_DIM, "cosine")
+    index.add(gallery)
+
+    def raw_faiss(q: torch.Tensor):
+        return raw.search(F.normalize(q, dim=1).numpy(), TOP_K)
+
+    def torch_topk(q: torch.Tensor):
+        return (F.normalize(q, dim=1) @ gallery.T).topk(TOP_K, dim=1)
+
+    backends = {
+        "RetrievalIndex": lambda q: index.search(q, TOP_K),
+        "raw FAISS": raw_faiss,
+        "torch matmul+topk": torch_topk,
+    }
+    return backends, queries, FLOAT_DIM * 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--threads", type=int, default=2, help="torch and FAISS threads")
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds of repeats per cell")
+    parser.add_argument("--max_repeats", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+
+    load_before = os.getloadavg()
+    bandwidth = copy_bandwidth()
+    print(
+        f"torch {torch.__version__}, faiss {faiss.__version__}, {args.threads} threads, "
+        f"{os.cpu_count()} CPUs; copy bandwidth {bandwidth / 1e9:.1f} GB/s; "
+        f"load average {load_before[0]:.2f} (1 min) {load_before[1]:.2f} (5 min)"
+    )
+    header = (
+        "| gallery | items | queries | RetrievalIndex | raw FAISS | torch matmul+topk "
+        "| bandwidth bound | index / fastest other |"
+    )
+    print(f"\nms per query, wall (CPU of all threads); a batch's time / 100\n\n{header}")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    kinds = {f"{BITS}-bit codes, Hamming": hamming_backends}
+    kinds[f"{FLOAT_DIM}-d floats, cosine"] = float_backends
+    for kind, make in kinds.items():
+        for n in args.sizes:
+            backends, queries, item_bytes = make(n, gen)
+            bound = n * item_bytes / bandwidth
+            for nq in (1, 100):
+                q = queries[:nq]
+                times = {
+                    name: best_seconds(lambda f=fn, q=q: f(q), args.budget, args.max_repeats)
+                    for name, fn in backends.items()
+                }
+                cells = [
+                    f"{wall * 1e3 / nq:.3f} ({cpu * 1e3 / nq:.3f})" for wall, cpu in times.values()
+                ]
+                cells.append(f"{bound * 1e3 / nq:.3f}")
+                ratios = [
+                    times["RetrievalIndex"][i]
+                    / min(times["raw FAISS"][i], times["torch matmul+topk"][i])
+                    for i in (0, 1)
+                ]
+                cells.append(f"{ratios[0]:.2f} ({ratios[1]:.2f})")
+                print(f"| {kind} | {n:,} | {nq} | {' | '.join(cells)} |", flush=True)
+            del backends
+    load_after = os.getloadavg()
+    print(f"\nload average after: {load_after[0]:.2f} (1 min) {load_after[1]:.2f} (5 min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Deliberate bugs, one at a time, against the tests meant to catch them.
+
+    python scripts/mutation_check.py               # every mutation
+    python scripts/mutation_check.py -k daml -k cca   # those whose name contains a keyword
+    python scripts/mutation_check.py --list
+
+Each mutation replaces one snippet of one file with a wrong version, in a scratch copy of the
+repository (the working tree is never touched), and runs the listed tests there with `pytest -x`;
+the mutation is caught when they fail (or cannot be collected). The unmutated copy first runs
+every selected mutation's tests, which must pass. Prints a caught / survived table (Markdown) and
+exits with status 1 if a mutation survives or a snippet is no longer found in its file (update
+the list after a change).
+
+A spot guarded twice appears twice, once per guard, each row running only that guard's tests.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    original: str
+    mutant: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = [
+    # --- selection on validation, reporting on test ---------------------------------------------
+    Mutation(
+        "checkpoint chosen on the test loader",
+        "hf_xmodal/training/trainer.py",
+        "embed_split(run.model, run.validation, run.accelerator)",
+        "embed_split(run.model, run.test, run.accelerator)",
+        ("tests/test_model_selection.py",),
+    ),
+    Mutation(
+        "best weights not reloaded: test scores the last epoch",
+        "hf_xmodal/training/trainer.py",
+        "    unwrapped.load_state_dict(best_weights)\n",
+        "",
+        ("tests/test_model_selection.py",),
+    ),
+    Mutation(
+        "selection keeps the worst validation epoch",
+        "hf_xmodal/training/trainer.py",
+        'if run.schedule[-1] == stage and metrics[key] > state["best"]:',
+        'if run.schedule[-1] == stage and metrics[key] < state["best"]:',
+        ("tests/test_model_selection.py",),
+    ),
+    Mutation(
+        "selection also keeps epochs of an earlier training stage",
+        "hf_xmodal/training/trainer.py",
+        'if run.schedule[-1] == stage and metrics[key] > state["best"]:',
+        'if metrics[key] > state["best"]:',
+        ("tests/test_train.py", "tests/test_uncsm.py", "tests/test_model_selection.py"),
+    ),
+    Mutation(
+        "embed_split leaves the model in training mode (dropout on)",
+        "hf_xmodal/training/evaluation.py",
+        "    unwrapped.eval()\n",
+        "",
+        ("tests/test_model_selection.py::test_embed_split_embeds_in_eval_mode",),
+    ),
+    # --- loss terms -----------------------------------------------------------------------------
+    Mutation(
+        "UNCSM: triplet positive and negative swapped in forward",
+        "hf_xmodal/models/modeling_uncsm.py",
+        "unit_distance(a, b), pos, ~relevant, c.triplet_margin",
+        "unit_distance(a, b), ~relevant, pos, c.triplet_margin",
+        ("tests/test_loss_terms.py", "tests/test_uncsm.py"),
+    ),
+    Mutation(
+        "UNCSM: intra-media triplets use the anchor as its own positive",
+        "hf_xmodal/models/modeling_uncsm.py",
+        "own = relevant & (self_pair != torch.arange(len(all_u), device=u.device))",
+        "own = relevant",
+        ("tests/test_loss_terms.py",),
+    ),
+    Mutation(
+        "UNCSM: contrastive hinge reversed (pushes beyond the margin)",
+        "hf_xmodal/models/losses.py",
+        "F.relu(margin - d).square()",
+        "F.relu(d - margin).square()",
+        ("tests/test_loss_terms.py",),
+    ),
+    Mutation(
+        "UNCSM: metric network trained against inverted relevance",
+        "hf_xmodal/models/modeling_uncsm.py",
+        "binary_cross_entropy_with_logits(logits, relevant.float()",
+        "binary_cross_entropy_with_logits(logits, (~relevant).float()",
+        ("tests/test_loss_terms.py",),
+    ),
+    Mutation(
+        "UNCSM: metric network scores text→image with the slots swapped",
+        "hf_xmodal/models/modeling_uncsm.py",
+        "net.grid(queries, gallery) if image_query else net.grid(gallery, queries).T",
+        "net.grid(queries, gallery) if image_query else net.grid(queries, gallery)",
+        ("tests/test_uncsm.py",),
+    ),
+    Mutation(
+        "DAML: pull term dropped in the default 'all' mining",
+        "hf_xmodal/models/losses.py",
+        "return pull + hinge.mean() / (1 - positive_fraction)",
+        "return hinge.mean() / (1 - positive_fraction)",
+        ("tests/test_loss_terms.py", "tests/test_daml.py"),
+    ),
+    Mutation(
+        "DAML: pull term dropped in hard mining (guard 1: metric-loss tests)",
+        "hf_xmodal/models/losses.py",
+        "return pull + hinge.amax(1).mean()",
+        "return hinge.amax(1).mean()",
+        ("tests/test_daml.py::test_hard_mining_pushes_each_rows_nearest_different_class_item",),
+    ),
+    Mutation(
+        "DAML: pull term dropped in hard mining (guard 2: one-class batch)",
+        "hf_xmodal/models/losses.py",
+        "return pull + hinge.amax(1).mean()",
+        "return hinge.amax(1).mean()",
+        ("tests/test_daml.py::test_one_class_batch_is_pulled_together",),
+    ),
+    Mutation(
+        "DAML: pair consistency compares misaligned pairs",
+        "hf_xmodal/models/modeling_daml.py",
+        "(2 - 2 * F.cosine_similarity(u, v)).mean()",
+        "(2 - 2 * F.cosine_similarity(u, v.roll(1, 0))).mean()",
+        ("tests/test_loss_terms.py",),
+    ),
+    Mutation(
+        "gradient reversal does not reverse",
+        "hf_xmodal/models/layers.py",
+        "return -ctx.scale * grad, None",
+        "return ctx.scale * grad, None",
+        ("tests/test_daml.py",),
+    ),
+    Mutation(
+        "gradient reversal schedule starts at full strength",
+        "hf_xmodal/models/layers.py",
+        "2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0",
+        "2.0 / (1.0 + math.exp(-gamma * (1 - progress))) - 1.0",
+        ("tests/test_daml.py",),
+    ),
+    Mutation(
+        "DSCMR: label-similarity likelihood with the sign of S·θ flipped",
+        "hf_xmodal/models/modeling_dscmr.py",
+        "(F.softplus(theta) - sim * theta).mean()",
+        "(F.softplus(theta) + sim * theta).mean()",
+        ("tests/test_loss_terms.py",),
+    ),
+    # --- baselines ------------------------------------------------------------------------------
+    Mutation(
+        "CCA without centring",
+        "hf_xmodal/baselines.py",
+        "self.image_mean_, self.text_mean_ = x.mean(0), y.mean(0)",
+        "self.image_mean_, self.text_mean_ = 0 * x.mean(0), 0 * y.mean(0)",
+        ("tests/test_baselines.py::test_cca_centres_the_data",),
+    ),
+    # --- metrics --------------------------------------------------------------------------------
+    Mutation(
+        "AP: precision at rank k computed as cum / (k + 1)",
+        "hf_xmodal/evaluation/metrics.py",
+        "precision = cum / torch.arange(1, n_gallery + 1, dtype=torch.float32)\n        contrib",
+        "precision = cum / torch.arange(2, n_gallery + 2, dtype=torch.float32)\n        contrib",
+        ("tests/test_metrics.py",),
+    ),
+    Mutation(
+        "tie rule: tied items in reverse gallery order",
+        "hf_xmodal/evaluation/metrics.py",
+        "keys |= torch.arange(n_gallery, dtype=torch.int64) << 1",
+        "keys |= torch.arange(n_gallery - 1, -1, -1, dtype=torch.int64) << 1",
+        ("tests/test_metrics.py",),
+    ),
+    Mutation(
+        "Recall@K counts only the top K - 1",
+        "hf_xmodal/evaluation/metrics.py",
+        'put(f"hit@{k}", cum[:, min(k, n_gallery) - 1] > 0)',
+        'put(f"hit@{k}", cum[:, max(min(k, n_gallery) - 2, 0)] > 0)',
+        ("tests/test_metrics.py",),
+    ),
+    Mutation(
+        "multi-label relevance needs two shared labels",
+        "hf_xmodal/evaluation/metrics.py",
+        "return ((ql != 0).float() @ (gl != 0).float().T) > 0",
+        "return ((ql != 0).float() @ (gl != 0).float().T) > 1",
+        ("tests/test_metrics.py",),
+    ),
+    Mutation(
+        "Hamming distance from the wrong side of <q, g>",
+        "hf_xmodal/evaluation/metrics.py",
+        "((queries.shape[1] - queries @ gallery.T) / 2)",
+        "((queries.shape[1] + queries @ gallery.T) / 2)",
+        ("tests/test_metrics.py",),
+    ),
+    Mutation(
+        "evaluation compares raw vectors under the cosine metric",
+        "hf_xmodal/evaluation/metrics.py",
+        "        images, texts = F.normalize(images, dim=1), F.normalize(texts, dim=1)\n",
+        "",
+        ("tests/test_metrics.py",),
+    ),
+    # --- index ----------------------------------------------------------------------------------
+    Mutation(
+        "index: cosine without normalisation (guard 1: brute-force comparison)",
+        "hf_xmodal/evaluation/index.py",
+        'return (F.normalize(t, dim=1) if self.metric == "cosine" else t).contiguous()',
+        "return t.contiguous()",
+        ("tests/test_index.py::test_float_search_matches_brute_force",),
+    ),
+    Mutation(
+        "index: cosine without normalisation (guard 2: angle beats length)",
+        "hf_xmodal/evaluation/index.py",
+        'return (F.normalize(t, dim=1) if self.metric == "cosine" else t).contiguous()',
+        "return t.contiguous()",
+        ("tests/test_index.py::test_cosine_ranks_by_angle_not_length",),
+    ),
+    Mutation(
+        "index: learned-metric search returns the worst first",
+        "hf_xmodal/evaluation/index.py",
+        "torch.sort(scores, dim=1, descending=True, stable=True)",
+        "torch.sort(scores, dim=1, descending=False, stable=True)",
+        ("tests/test_index.py",),
+    ),
+    Mutation(
+        "index: Hamming search returns distances as scores (worst first)",
+        "hf_xmodal/evaluation/index.py",
+        "return -torch.from_numpy(distances), torch.from_numpy(indices)",
+        "return torch.from_numpy(distances), torch.from_numpy(indices)",
+        ("tests/test_index.py",),
+    ),
+    Mutation(
+        "index: float search loses the offset of a gallery block",
+        "hf_xmodal/evaluation/index.py",
+        "indices.append(top.indices + start)",
+        "indices.append(top.indices)",
+        ("tests/test_index.py",),
+    ),
+    # --- data splits ----------------------------------------------------------------------------
+    Mutation(
+        "split overlap: validation rows left in the test split",
+        "hf_xmodal/data/features.py",
+        'columns["test"] = {name: value[validation_size:] for name, value in test.items()}',
+        'columns["test"] = {name: value[0:] for name, value in test.items()}',
+        ("tests/test_data.py",),
+    ),
+    # --- pretrained towers ----------------------------------------------------------------------
+    Mutation(
+        "image tower normalised with ImageNet constants (guard 1: reference features, real data)",
+        "hf_xmodal/models/towers.py",
+        "IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)",
+        "IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)",
+        ("tests/test_towers.py::test_towers_match_the_reference_features",),
+    ),
+    Mutation(
+        "image tower normalised with ImageNet constants (guard 2: data-free)",
+        "hf_xmodal/models/towers.py",
+        "IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)",
+        "IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)",
+        ("tests/test_towers.py::test_image_normalisation_is_the_towers_own",),
+    ),
+]
+
+
+def scratch_copy(destination: Path) -> Path:
+    """The repository's tracked and untracked (not ignored) files, copied under `destination`;
+    `../shared` is linked beside the copy so that tests needing real data see it."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\0")
+    repo = destination / "repo"
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    shared = ROOT.parent / "shared"
+    if shared.exists():
+        (destination / "shared").symlink_to(shared.resolve())
+    return repo
+
+
+def run_tests(repo: Path, tests: tuple[str, ...]) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return result.returncode, lines[-1] if lines else ""
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", action="append", default=[], help="keep names containing this")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args(argv)
+    keywords = [k.lower() for k in args.k]
+    selected = [m for m in MUTATIONS if not keywords or any(k in m.name.lower() for k in keywords)]
+    if args.list:
+        for m in selected:
+            print(f"{m.name}  [{m.file}]  {' '.join(m.tests)}")
+        return 0
+    if not selected:
+        raise SystemExit(f"no mutation name contains any of {args.k}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still remove the scratch copy
+
+    with tempfile.TemporaryDirectory(prefix="mutation_check_") as tmp:
+        repo = scratch_copy(Path(tmp))
+        stale = [m for m in selected if (repo / m.file).read_text().count(m.original) != 1]
+        for m in stale:
+            print(f"STALE: '{m.name}': its original snippet is not found exactly once in {m.file}")
+        all_tests = tuple(dict.fromkeys(t for m in selected for t in m.tests))
+        code, summary = run_tests(repo, all_tests)
+        if code != 0:
+            raise SystemExit(f"the unmutated tests do not pass ({summary}): fix them first")
+        print(f"unmutated: {summary}\n")
+        rows = []
+        for m in selected:
+            if m in stale:
+                rows.append((m, "STALE", 0.0, ""))
+                continue
+            path = repo / m.file
+            original = path.read_text()
+            path.write_text(original.replace(m.original, m.mutant))
+            start = time.perf_counter()
+            try:
+                code, summary = run_tests(repo, m.tests)
+            finally:
+                path.write_text(original)
+            # pytest: 1 = tests failed, 2 = collection error (the mutant breaks an import).
+            result = {0: "SURVIVED", 1: "caught", 2: "caught"}.get(code, f"ERROR (pytest {code})")
+            rows.append((m, result, time.perf_counter() - start, summary))
+            print(f"{rows[-1][1]:>8}  {m.name}  ({summary})", flush=True)
+
+    print("\n| mutation (deliberate bug) | file | tests | result |")
+    print("| --- | --- | --- | --- |")
+    for m, result, seconds, _ in rows:
+        tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in m.tests)
+        print(f"| {m.name} | `{m.file}` | {tests} | {result} ({seconds:.0f} s) |")
+    caught = sum(result == "caught" for _, result, _, _ in rows)
+    print(f"\n{caught} of {len(rows)} caught")
+    return 0 if caught == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
