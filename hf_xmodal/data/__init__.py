@@ -1,5 +1,6 @@
 """Datasets: bundled Wikipedia features, Flickr8k and Fashion loaders, user feature files."""
 
+from .data_collator import XmodalDataCollator
 from .fashion import FASHION_SPLITS, fashion_split_ids, load_fashion
 from .features import load_paired_features, validate_feature_dataset
 from .flickr8k import FLICKR8K_FEATURES, load_flickr8k
@@ -18,6 +19,7 @@ __all__ = [
     "WIKIPEDIA_CATEGORIES",
     "WIKIPEDIA_FEATURES",
     "WIKIPEDIA_SPLIT_PROTOCOLS",
+    "XmodalDataCollator",
     "fashion_split_ids",
     "load_dataset_by_name",
     "load_fashion",

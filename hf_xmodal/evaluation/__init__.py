@@ -1,5 +1,7 @@
 """Retrieval evaluation: metrics, a FAISS-backed index and precision-recall plots."""
 
+from pathlib import Path
+
 from .index import RetrievalIndex
 from .metrics import (
     average_precision,
@@ -19,6 +21,12 @@ from .metrics import (
 )
 from .plots import plot_pr_curves
 
+
+def metric_path() -> str:
+    """Folder of the package's `evaluate` module: `evaluate.load(metric_path())` (offline)."""
+    return str(Path(__file__).parent / "xmodal_retrieval")
+
+
 __all__ = [
     "RetrievalIndex",
     "average_precision",
@@ -27,6 +35,7 @@ __all__ = [
     "hamming_distance",
     "hamming_scores",
     "mean_average_precision",
+    "metric_path",
     "pairwise_scores",
     "plot_pr_curves",
     "precision_at_hamming_radius",
