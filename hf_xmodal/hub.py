@@ -4,6 +4,7 @@ A run directory (`model/`, `results.json`, `pr_curve.png`, as `scripts/train.py`
 becomes a model repo holding the weights, config, processor and the checkpoint's code, the results
 file, the PR plot and a model card rendered from `model_cards/template.md`, the method's
 `model_cards/<model_type>.yaml` and the results file: every number on the card comes from there.
+The package carries `model_cards/` (as `hf_xmodal/model_cards`), so publishing needs no checkout.
 
 The Hub address and the token come from the usual `HF_ENDPOINT` / `HF_TOKEN` (or a login).
 """
@@ -33,7 +34,7 @@ from .training.results import (
     selection_key,
 )
 
-CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"
+CARDS_DIR = Path(__file__).resolve().parent / "model_cards"
 TEMPLATE = "template.md"
 MODEL_DIR = "model"
 PLOT_FILE = "pr_curve.png"
@@ -42,11 +43,13 @@ WEIGHTS_FILE = "model.safetensors"
 REQUIRED_MODEL_FILES = ("config.json", WEIGHTS_FILE, "processor_config.json")
 METHOD_KEYS = ("name", "summary", "paper", "citation", "components", "paper_values")
 METHOD_KEYS += ("deviations", "limitations")
+COMPONENT_KEYS = ("name", "what", "config", "switched_off")
 PAPER_KEYS = ("title", "authors", "venue", "url")
 # Arguments that do not change the weights (or are hashed with the config already).
 NAME_SKIP = ("output_dir", "resume", "seed", "data_dir", "model_config")
 CARD_SKIP = ("output_dir", "resume")
 CONFIG_SKIP = ("architectures", "auto_map", "transformers_version", "dtype", "label2id")
+CONFIG_SKIP += ("text_tower_config",)
 SCORING = {  # the usage example's line that scores every text against every image
     "cosine": "scores = F.normalize(out.text_embeds, dim=1)"
     " @ F.normalize(out.image_embeds, dim=1).T",
@@ -82,6 +85,64 @@ def metric_table(metrics: dict[str, Any]) -> list[dict[str, str]]:
     return list(rows.values())
 
 
+def off_value(value: Any) -> bool | int:
+    """What switches a component off through its config field: false for a switch, 0 for a
+    weight, a count or a share of the epochs."""
+    return False if isinstance(value, bool) else 0
+
+
+def placeholder_labels(names: list[str]) -> bool:
+    """Whether label names are the config's placeholders (`LABEL_0`, ...), not real names."""
+    return names == [f"LABEL_{i}" for i in range(len(names))]
+
+
+def card_config(saved_config: dict[str, Any]) -> dict[str, Any]:
+    """The saved config as the card shows it: without bookkeeping fields or the text tower's
+    architecture, and with the number of labels instead of a list of placeholder names (caption
+    data has one per training image)."""
+    config = {k: v for k, v in saved_config.items() if k not in CONFIG_SKIP}
+    names = list((config.get("id2label") or {}).values())
+    if placeholder_labels(names):
+        del config["id2label"]
+        config["num_labels"] = len(names)
+    return config
+
+
+def data_description(results: dict[str, Any]) -> str:
+    """What the run trained and was tested on: pairs, feature sizes and what makes items relevant
+    (classes, or for caption data a text's own image)."""
+    config = results["config"]
+    sizes = " / ".join(str(n) for n in results["split_sizes"].values())
+    features = (
+        f"{config['image_feature_dim']}-d image features, {config['text_feature_dim']}-d text "
+        "features"
+    )
+    if "rsum" in results["test"]:
+        return (
+            f"{sizes} image-caption pairs (train / validation / test), {features}. Caption data: "
+            "several captions per image, and a text is relevant to its own image only (in "
+            "training each image counts as a class of its own); evaluation counts each image once "
+            "and reports Recall@K."
+        )
+    names = list((config.get("id2label") or {}).values())
+    if placeholder_labels(names):
+        return f"{sizes} pairs (train / validation / test), {features}, {len(names)} labels."
+    return (
+        f"{sizes} pairs (train / validation / test), {features}, {len(names)} classes "
+        f"({', '.join(names)}); items sharing a class are relevant."
+    )
+
+
+def selection_candidates(results: dict[str, Any]) -> tuple[list[int], str | None]:
+    """The epochs the checkpoint was chosen from (validated epochs of the final stage) and that
+    stage's name when training had several stages."""
+    curve = results["validation_curve"]
+    stages = list(dict.fromkeys(p.get("stage") for p in curve))
+    final = stages[-1] if stages else None
+    epochs = [p["epoch"] for p in curve if p.get("stage") == final]
+    return epochs, final if len(stages) > 1 else None
+
+
 def weights_sha256(model_dir: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
@@ -115,8 +176,8 @@ def load_method_card(model_type: str, cards_dir: str | os.PathLike = CARDS_DIR) 
     if missing:
         raise ValueError(f"{path} lacks {missing}")
     for item in method["components"]:
-        if not {"name", "what", "config"} <= set(item):
-            raise ValueError(f"{path}: each component needs name, what and config, got {item}")
+        if not set(COMPONENT_KEYS) <= set(item):
+            raise ValueError(f"{path}: each component needs {COMPONENT_KEYS}, got {item}")
     return method
 
 
@@ -218,7 +279,7 @@ def render_model_card(
         eval_results=eval_results,
     )
     selection = selection_key("rsum" in test)
-    labels = list((config.get("id2label") or {}).values())
+    candidates, final_stage = selection_candidates(results)
     context = {
         "method": method,
         "repo_id": repo_id,
@@ -235,29 +296,43 @@ def render_model_card(
         "components": [
             {
                 **item,
-                "value": "off" if config[item["config"]] == 0 else config[item["config"]],
+                "off_value": json.dumps(off_value(config[item["config"]])),
+                "value": (
+                    "off"
+                    if config[item["config"]] == off_value(config[item["config"]])
+                    else config[item["config"]]
+                ),
             }
             for item in method["components"]
+        ],
+        "recommended": [
+            {"data": data, "settings": json.dumps(settings), "this_run": data == dataset}
+            for data, settings in (method.get("recommended_settings") or {}).items()
         ],
         "paper_rows": [
             {"field": k, "value": config[k], "paper": v, "differs": config[k] != v}
             for k, v in method["paper_values"].items()
         ],
-        "split_sizes": " / ".join(str(n) for n in results["split_sizes"].values()),
-        "labels": labels,
+        "data_description": data_description(results),
         "hyperparameters": [
             (k, v) for k, v in results["hyperparameters"].items() if k not in CARD_SKIP
         ],
         "config_hash": results["config_hash"],
-        "config_json": json.dumps(
-            {k: v for k, v in saved_config.items() if k not in CONFIG_SKIP}, indent=2
-        ),
+        "config_json": json.dumps(card_config(saved_config), indent=2),
         "selection_metric": metric_label(selection),
         "curve": [
-            {"epoch": p["epoch"], "loss": f"{p['loss']:.4f}", "metric": f"{p[selection]:.4f}"}
+            {
+                "epoch": p["epoch"],
+                "stage": p.get("stage"),
+                "loss": f"{p['loss']:.4f}",
+                "metric": f"{p[selection]:.4f}",
+            }
             for p in results["validation_curve"]
         ],
         "best_epoch": results["best_epoch"],
+        "candidates": ", ".join(map(str, candidates)),
+        "final_stage": final_stage,
+        "eval_every": results["hyperparameters"].get("eval_every"),
         "num_parameters": f"{results['num_parameters']:,}",
         "train_time": f"{results['train_time_s']:.1f} s",
         "num_processes": results["num_processes"],

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from hf_xmodal.hub import ABLATION_FILE, headline_metrics, load_method_card, metric_label
+from hf_xmodal.hub import (
+    ABLATION_FILE,
+    headline_metrics,
+    load_method_card,
+    metric_label,
+    off_value,
+)
 from hf_xmodal.models import MODELS
 from hf_xmodal.training import RESULTS_FILE, load_results, mean_std, summarize, write_results
 from hf_xmodal.training import main as train
@@ -50,7 +56,7 @@ def variants(model: str, base: dict) -> list[tuple[str, str, dict]]:
     rows = [("full", "full model", base)]
     for component in method["components"]:
         name = component["config"]
-        off = False if isinstance(defaults[name], bool) else 0
+        off = off_value(defaults[name])
         if defaults[name] != off:
             rows.append((f"no-{name}", f"without {component['name']}", {**base, name: off}))
         else:
