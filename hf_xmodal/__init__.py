@@ -1,6 +1,7 @@
 """Deep cross-media retrieval methods as Hugging Face models.
 
-Importing the package registers every model with `AutoConfig`, `AutoModel` and `AutoProcessor`.
+Importing the package registers every model with `AutoConfig`, `AutoModel` and `AutoProcessor`,
+and the `"cross-modal-retrieval"` task with `transformers.pipeline`.
 """
 
 from importlib.metadata import version
@@ -16,12 +17,14 @@ from .models import (
     UNCSMModel,
     XmodalProcessor,
 )
+from .pipelines import CrossModalRetrievalPipeline
 
 __version__ = version("hf_xmodal")
 
 __all__ = [
     "MODELS",
     "CrossModalOutput",
+    "CrossModalRetrievalPipeline",
     "DAMLConfig",
     "DAMLModel",
     "DSCMRConfig",
