@@ -157,19 +157,13 @@ def _behaviour(model) -> tuple:
         "text_features": torch.rand(6, model.config.text_feature_dim),
         "labels": torch.tensor([0, 1, 2, 0, 1, 2]),
     }
-    stages = model.training_stages(10) if hasattr(model, "training_stages") else [("", 10)]
+    stages = [(stage, n) for stage, n in model.training_stages(10) if n]
     terms = set()
-    for stage, epochs in stages:
-        if epochs and hasattr(model, "set_training_stage"):
-            model.set_training_stage(stage)
-        if epochs:
-            out = model(**batch)
-            terms |= {(stage, k) for k, v in out.loss_terms.items() if v != 0}
-    return (
-        sorted((k, tuple(v.shape)) for k, v in model.state_dict().items()),
-        [(s, n) for s, n in stages if n],
-        sorted(terms),
-    )
+    for stage, _ in stages:
+        model.set_training_stage(stage)
+        out = model(**batch)
+        terms |= {(stage, k) for k, v in out.loss_terms.items() if v != 0}
+    return sorted((k, tuple(v.shape)) for k, v in model.state_dict().items()), stages, sorted(terms)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

@@ -1,11 +1,15 @@
 """`transformers.Trainer` with the package's data collator and its `evaluate` module."""
 
+import evaluate
 import numpy as np
 import pytest
 import torch
+from transformers import Trainer, TrainingArguments
 
-from hf_xmodal.data import XmodalDataCollator
-from hf_xmodal.models import XmodalProcessor
+from hf_xmodal.data import XmodalDataCollator, load_dataset_by_name
+from hf_xmodal.evaluation import evaluate_retrieval, metric_path
+from hf_xmodal.models import DAMLConfig, DAMLModel, UNCSMConfig, UNCSMModel, XmodalProcessor
+from hf_xmodal.training import TrainingHooksCallback
 
 
 def rows(n, labels):
@@ -53,3 +57,83 @@ def test_collator_errors_name_the_problem(collator):
         collator([{"image_features": [0.0] * 5, "text_features": [0.0] * 3, "label": 0}])
     with pytest.raises(ValueError, match="raw 'image'"):
         collator([{"image": "cat.jpg", "text_features": [0.0] * 3, "label": 0}])
+
+
+@pytest.fixture(scope="module")
+def wikipedia():
+    return load_dataset_by_name("wikipedia")
+
+
+def trainer_for(model, data, output_dir, epochs=2):
+    metric = evaluate.load(metric_path())
+
+    def compute_metrics(prediction):
+        image_embeds, text_embeds = prediction.predictions[:2]
+        return metric.compute(
+            image_embeds=image_embeds, text_embeds=text_embeds, labels=prediction.label_ids
+        )
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=100,
+        per_device_eval_batch_size=128,
+        learning_rate=1e-3,
+        adam_beta1=0.5,
+        eval_strategy="epoch",
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    processor = XmodalProcessor(image_feature_dim=128, text_feature_dim=10)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        data_collator=XmodalDataCollator(processor),
+        compute_metrics=compute_metrics,
+        callbacks=[TrainingHooksCallback()],
+    )
+
+
+def test_trainer_trains_and_evaluates_with_the_metric_module(wikipedia, tmp_path):
+    """DAML (its adversarial schedule needs the progress hook) for two epochs of Trainer."""
+    torch.manual_seed(0)
+    model = DAMLModel(DAMLConfig(image_feature_dim=128, text_feature_dim=10, num_labels=10))
+    trainer = trainer_for(model, wikipedia, tmp_path)
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_map_avg"] > before["eval_map_avg"] + 0.03, (before, after)
+    assert np.isfinite(after["eval_loss"])
+    # compute_metrics scored the model's own validation embeddings, as hf_xmodal.evaluation does
+    validation = wikipedia["validation"].with_format("torch")[:]
+    model.eval()
+    with torch.no_grad():
+        out = model(
+            image_features=validation["image_features"], text_features=validation["text_features"]
+        )
+    expected = evaluate_retrieval(
+        out.image_embeds, out.text_embeds, validation["label"], validation["label"]
+    )
+    assert after["eval_map_avg"] == pytest.approx(expected["map_avg"], abs=1e-6)
+    # the gradient reversal scale followed training: progress of the last step
+    steps = trainer.state.max_steps
+    assert model.training_progress == pytest.approx((steps - 1) / steps)
+
+
+def test_staged_models_are_left_to_the_training_script(wikipedia, tmp_path):
+    model = UNCSMModel(UNCSMConfig(image_feature_dim=128, text_feature_dim=10, num_labels=10))
+    with pytest.raises(ValueError, match="trains in stages .* use scripts/train.py"):
+        trainer_for(model, wikipedia, tmp_path).train()
+    # one stage: fine-tuning only
+    config = UNCSMConfig(
+        image_feature_dim=128, text_feature_dim=10, num_labels=10, pretrain_fraction=0
+    )
+    model = UNCSMModel(config)
+    trainer = trainer_for(model, wikipedia, tmp_path, epochs=1)
+    trainer.train()
+    assert model.training_stage == "finetune"
+    assert np.isfinite(trainer.evaluate()["eval_map_avg"])

@@ -10,10 +10,8 @@ import numpy as np
 import torch
 
 from ..models import XmodalTowerProcessor
+from ..models.modeling_xmodal import LABEL_COLUMNS
 
-LABEL_COLUMNS = ("labels", "label", "image_index")
-"""Where a row keeps its relevance: multi-hot or class labels, or (caption data) the image a text
-describes, which makes each image its own class."""
 MEDIA = (("image_features", "image", "images"), ("text_features", "text", "text"))
 """Per medium: the column of precomputed features, the column of raw media, and the processor's
 argument for the raw media."""
@@ -27,8 +25,8 @@ class XmodalDataCollator:
     Each row holds a pair's media and its relevance: `image_features` and `text_features`
     (precomputed features), or, with a tower processor (`XmodalTowerProcessor`, for models that
     carry the pretrained towers), `image` (a PIL image or a path) and `text` (a string); a medium's
-    features are used when the row has both. The relevance comes from the first of `labels`,
-    `label` (a class id or multi-hot labels) and `image_index` (caption data) the row has, and is
+    features are used when the row has both. The relevance comes from the first of `label`,
+    `labels` (a class id or multi-hot labels) and `image_index` (caption data) the row has, and is
     passed as `labels`. Other columns are ignored.
 
     With `transformers.Trainer`, pass `remove_unused_columns=False` in the training arguments when

@@ -56,6 +56,9 @@ class XmodalConfig(PreTrainedConfig):
     naming the closest field, so a misspelt setting never trains the default silently.
     """
 
+    # Trainer's predictions hold the embeddings (and label scores), not the detached loss terms.
+    keys_to_ignore_at_inference = ["loss_terms"]
+
     image_feature_dim: int = 128
     text_feature_dim: int = 10
     input_mode: str = "features"

@@ -1,4 +1,5 @@
-"""Training: the loop behind `scripts/train.py` (`main`), evaluation, results files."""
+"""Training: the loop behind `scripts/train.py` (`main`), evaluation, results files, and the
+callback that trains a model with `transformers.Trainer`."""
 
 from .evaluation import embed_split, pr_curves, score_embeddings, unique_images
 from .results import (
@@ -13,10 +14,12 @@ from .results import (
     write_results,
 )
 from .trainer import TrainArguments, main
+from .trainer_callback import TrainingHooksCallback
 
 __all__ = [
     "RESULTS_FILE",
     "TrainArguments",
+    "TrainingHooksCallback",
     "config_hash",
     "embed_split",
     "headline",
