@@ -17,6 +17,7 @@ metric: cosine, Hamming distance of codes, or the model's learned metric.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
 from .evaluation import RetrievalIndex
+from .files import atomic_write
 from .models import XmodalTowerProcessor
 
 logger = logging.get_logger(__name__)
@@ -39,7 +41,7 @@ MEDIA = ("image", "text")
 INPUT_KEYS = {"image": "image", "text": "text", "image_features": "image", "text_features": "text"}
 """Query and gallery inputs by name → their medium."""
 OTHER = {"image": "text", "text": "image"}
-ITEMS_FILE = "texts.txt"
+ITEMS_FILE = "texts.json"
 
 
 class CrossModalRetrievalPipeline(Pipeline):
@@ -124,7 +126,7 @@ class CrossModalRetrievalPipeline(Pipeline):
         for medium, (index, items) in self._galleries.items():
             index.save(directory / medium)
             if medium == "text" and items is not None:
-                (directory / medium / ITEMS_FILE).write_text("\n".join(items) + "\n")
+                atomic_write(directory / medium / ITEMS_FILE, json.dumps(items))
         return directory
 
     def load_index(self, directory: str | os.PathLike) -> CrossModalRetrievalPipeline:
@@ -141,7 +143,7 @@ class CrossModalRetrievalPipeline(Pipeline):
                     f"retrieval metric is {self.model.config.retrieval_metric}"
                 )
             texts = directory / medium / ITEMS_FILE
-            items = texts.read_text().splitlines() if texts.is_file() else None
+            items = json.loads(texts.read_text()) if texts.is_file() else None
             self._galleries[medium] = (index, items)
         return self
 

@@ -11,9 +11,12 @@ features, it carries the towers and takes images and texts), `results.json`,
 The loop is `hf_xmodal.training.main`, so an installed package trains without this checkout.
 """
 
+import logging
 import sys
 
 from hf_xmodal.training import main
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("hf_xmodal").setLevel(logging.INFO)  # the run's summary
     main(sys.argv[1:])

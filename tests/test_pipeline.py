@@ -112,7 +112,7 @@ def test_photos_and_sentences_with_the_towers(tmp_path):
     processor = XmodalTowerProcessor.from_towers()
     processor.save_pretrained(tmp_path)
     photos = [Image.fromarray(getattr(skimage.data, n)()) for n in ("chelsea", "coffee", "rocket")]
-    sentences = ["a cat lying on a rug", "a cup of coffee", "a rocket on its launch pad"]
+    sentences = ["a cat lying on a rug", "a cup of coffee", "a rocket\non its launch pad"]
     retriever = pipeline("cross-modal-retrieval", model=str(tmp_path))
     retriever.build_index(images=photos, texts=sentences)
     with torch.no_grad():
@@ -124,3 +124,7 @@ def test_photos_and_sentences_with_the_towers(tmp_path):
     assert all(isinstance(h["item"], Image.Image) for h in hits[0])
     to_texts = retriever(photos[0], top_k=1)[0]
     assert to_texts["item"] == sentences[pairwise_scores(u[:1], v).argmax().item()]
+    # saved and loaded: the same text hits, with their sentences
+    retriever.save_index(tmp_path / "gallery")
+    again = pipeline("cross-modal-retrieval", model=str(tmp_path)).load_index(tmp_path / "gallery")
+    assert again(photos, top_k=3) == retriever(photos, top_k=3)

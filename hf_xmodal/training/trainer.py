@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from datasets import DatasetDict
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import HfArgumentParser
+from transformers.utils import logging
 
 from ..data import load_dataset_by_name, validate_feature_dataset
 from ..evaluation import plot_pr_curves
@@ -37,6 +38,8 @@ from ..models import MODELS, TOWER_DIMS, XmodalProcessor, XmodalTowerProcessor, 
 from ..models.modeling_xmodal import XmodalPreTrainedModel, label_column, paired_stream
 from .evaluation import embed_split, pr_curves, score_embeddings
 from .results import RESULTS_FILE, config_hash, headline, selection_key, write_results
+
+logger = get_logger(__name__)  # the main process logs
 
 SPLITS = ("train", "validation", "test")
 STATE_FILE = "train_state.json"
@@ -352,7 +355,7 @@ def resume(run: Run) -> tuple[dict, dict]:
         return state, weights_of(run.unwrapped)
     run.accelerator.load_state(last)
     state = {"training_curve": [], **json.loads((last / STATE_FILE).read_text())}
-    run.accelerator.print(f"resumed from {last} (epoch {state['epoch']})")
+    logger.info(f"resumed from {last} (epoch {state['epoch']})")
     return state, load_file(last / BEST_WEIGHTS)
 
 
@@ -380,7 +383,7 @@ def fit(run: Run, state: dict, best_weights: dict) -> dict:
     key = selection_key(run.captions)
     data = {name: loader.dataset for name, loader in run.streams.items()}
     start = time.perf_counter() - state["seconds"]
-    bar = tqdm(
+    bar = logging.tqdm(
         range(state["epoch"] + 1, args.epochs + 1),
         desc=f"{args.model} on {args.dataset}",
         disable=not run.accelerator.is_local_main_process,
@@ -476,7 +479,7 @@ def evaluate_and_save(run: Run, state: dict, best_weights: dict) -> dict:
             run.output_dir / "pr_curve.png",
             title=f"{args.model} on {args.dataset} (test)",
         )
-        run.accelerator.print(
+        logger.info(
             f"test {headline(test)}  (best validation epoch {state['best_epoch']}, "
             f"{state['seconds']:.1f} s)\nsaved to {run.output_dir}"
         )
