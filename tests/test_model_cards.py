@@ -62,10 +62,12 @@ def runs(tmp_path_factory):
     for model in sorted(MODELS):
         for kind, dataset in (("labelled", "wikipedia"), ("caption", str(root / "captions"))):
             run = root / f"{model}-{kind}"
+            transfer = MODELS[model][1].requires_source_dataset  # its source: the data itself
             train(
                 [
                     *("--model", model, "--dataset", dataset, "--output_dir", str(run)),
                     *("--epochs", "3", "--eval_every", "2", "--batch_size", "30"),
+                    *(("--source_dataset", dataset) if transfer else ()),
                 ]
             )
             out[model, kind] = run

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
+from hf_xmodal import MODELS
 from hf_xmodal.data import XmodalDataCollator, load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval, metric_path
 from hf_xmodal.models import DAMLConfig, DAMLModel, UNCSMConfig, UNCSMModel, XmodalProcessor
@@ -124,11 +125,25 @@ def test_trainer_trains_and_evaluates_with_the_metric_module(wikipedia, tmp_path
     assert model.training_progress == pytest.approx((steps - 1) / steps)
 
 
-def test_staged_models_are_left_to_the_training_script(wikipedia, tmp_path):
-    model = UNCSMModel(UNCSMConfig(image_feature_dim=128, text_feature_dim=10, num_labels=10))
-    with pytest.raises(ValueError, match="trains in stages .* use scripts/train.py"):
-        trainer_for(model, wikipedia, tmp_path).train()
-    # one stage: fine-tuning only
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_trains_with_trainer_or_is_left_to_the_script(name, wikipedia, tmp_path):
+    """A one-stage model trains (its output has a loss, its predictions are scored); a staged or
+    transfer model is refused with a message naming scripts/train.py."""
+    config_class, model_class = MODELS[name]
+    model = model_class(config_class(image_feature_dim=128, text_feature_dim=10, num_labels=10))
+    small = {split: wikipedia[split].select(range(150)) for split in ("train", "validation")}
+    trainer = trainer_for(model, small, tmp_path, epochs=2)
+    stages = [stage for stage, n in model.training_stages(2) if n]
+    if model.requires_source_dataset or len(stages) > 1:
+        with pytest.raises(ValueError, match="use scripts/train.py"):
+            trainer.train()
+        return
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert np.isfinite(metrics["eval_loss"]) and 0 < metrics["eval_map_avg"] <= 1
+
+
+def test_uncsm_in_one_stage_trains_with_trainer(wikipedia, tmp_path):
     config = UNCSMConfig(
         image_feature_dim=128, text_feature_dim=10, num_labels=10, pretrain_fraction=0
     )
