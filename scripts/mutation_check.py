@@ -3,6 +3,7 @@
     python scripts/mutation_check.py               # every mutation
     python scripts/mutation_check.py -k daml -k cca   # those whose name contains a keyword
     python scripts/mutation_check.py --list
+    python scripts/mutation_check.py --jobs 2        # two scratch copies, two mutations at once
 
 Each mutation replaces one snippet of one file with a wrong version, in a scratch copy of the
 repository (the working tree is never touched), and runs the listed tests there with `pytest -x`;
@@ -16,12 +17,14 @@ A spot guarded twice appears twice, once per guard, each row running only that g
 
 import argparse
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -308,9 +311,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-k", action="append", default=[], help="keep names containing this")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--jobs", type=int, default=1, help="mutations tested at once")
+    parser.add_argument(
+        "--shard", type=int, nargs=2, metavar=("I", "N"), help="only every N-th mutation from I"
+    )
     args = parser.parse_args(argv)
     keywords = [k.lower() for k in args.k]
     selected = [m for m in MUTATIONS if not keywords or any(k in m.name.lower() for k in keywords)]
+    if args.shard:
+        selected = selected[args.shard[0] :: args.shard[1]]
     if args.list:
         for m in selected:
             print(f"{m.name}  [{m.file}]  {' '.join(m.tests)}")
@@ -320,7 +329,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still remove the scratch copy
 
     with tempfile.TemporaryDirectory(prefix="mutation_check_") as tmp:
-        repo = scratch_copy(Path(tmp))
+        copies: queue.Queue[Path] = queue.Queue()
+        for i in range(args.jobs):
+            copies.put(scratch_copy(Path(tmp) / str(i)))
+        repo = copies.queue[0]
         stale = [m for m in selected if (repo / m.file).read_text().count(m.original) != 1]
         for m in stale:
             print(f"STALE: '{m.name}': its original snippet is not found exactly once in {m.file}")
@@ -329,11 +341,11 @@ def main(argv: list[str]) -> int:
         if code != 0:
             raise SystemExit(f"the unmutated tests do not pass ({summary}): fix them first")
         print(f"unmutated: {summary}\n")
-        rows = []
-        for m in selected:
+
+        def check(m: Mutation) -> tuple[Mutation, str, float, str]:
             if m in stale:
-                rows.append((m, "STALE", 0.0, ""))
-                continue
+                return m, "STALE", 0.0, ""
+            repo = copies.get()
             path = repo / m.file
             original = path.read_text()
             path.write_text(original.replace(m.original, m.mutant))
@@ -342,10 +354,14 @@ def main(argv: list[str]) -> int:
                 code, summary = run_tests(repo, m.tests)
             finally:
                 path.write_text(original)
+                copies.put(repo)
             # pytest: 1 = tests failed, 2 = collection error (the mutant breaks an import).
             result = {0: "SURVIVED", 1: "caught", 2: "caught"}.get(code, f"ERROR (pytest {code})")
-            rows.append((m, result, time.perf_counter() - start, summary))
-            print(f"{rows[-1][1]:>8}  {m.name}  ({summary})", flush=True)
+            print(f"{result:>8}  {m.name}  ({summary})", flush=True)
+            return m, result, time.perf_counter() - start, summary
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(check, selected))
 
     print("\n| mutation (deliberate bug) | file | tests | result |")
     print("| --- | --- | --- | --- |")

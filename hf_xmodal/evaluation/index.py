@@ -211,21 +211,23 @@ class RetrievalIndex:
         return torch.cat(top_scores), torch.cat(top_indices)
 
     def _hamming_search(self, q: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """FAISS's exhaustive Hamming top k over the stored codes, read in place.
+        """FAISS's exhaustive Hamming top k, which keeps the lowest gallery index among equal
+        distances, whether it selects with a heap or by counting per distance.
 
-        Both of its selections keep the lowest gallery index among equal distances: a heap, or
-        counting per distance (faster for one query over a large gallery). FAISS shares out
-        queries, not gallery rows, so one query runs on one thread, without idle threads to
-        wait for (on a busy machine they stall it).
+        FAISS shares out queries, not gallery rows: a single query runs on one thread, without
+        idle threads to wait for (on a busy machine they stall it), over the stored codes read
+        in place, counting per distance over a large gallery (faster than the heap there).
         """
-        n = len(self)
-        gallery = faiss.rev_swig_ptr(self._faiss.xb.data(), n * self._code_bytes)
-        single = len(q) == 1
-        variant = "mc" if single and n >= _COUNTING_MIN_ITEMS else "hc"
-        with _faiss_threads(1 if single else faiss.omp_get_max_threads()):
-            distances, indices = faiss.knn_hamming(
-                q, gallery.reshape(n, self._code_bytes), k, variant=variant
-            )
+        if len(q) > 1:
+            distances, indices = self._faiss.search(q, k)
+        else:
+            n = len(self)
+            codes = faiss.rev_swig_ptr(self._faiss.xb.data(), n * self._code_bytes)
+            variant = "mc" if n >= _COUNTING_MIN_ITEMS else "hc"
+            with _faiss_threads(1):
+                distances, indices = faiss.knn_hamming(
+                    q, codes.reshape(n, self._code_bytes), k, variant=variant
+                )
         return -torch.from_numpy(distances), torch.from_numpy(indices)
 
     def _float_search(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
