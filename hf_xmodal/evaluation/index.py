@@ -218,15 +218,17 @@ class RetrievalIndex:
         idle threads to wait for (on a busy machine they stall it), over the stored codes read
         in place, counting per distance over a large gallery (faster than the heap there).
         """
+        n = len(self)
         if len(q) > 1:
             distances, indices = self._faiss.search(q, k)
+        elif n < _COUNTING_MIN_ITEMS:
+            with _faiss_threads(1):
+                distances, indices = self._faiss.search(q, k)
         else:
-            n = len(self)
             codes = faiss.rev_swig_ptr(self._faiss.xb.data(), n * self._code_bytes)
-            variant = "mc" if n >= _COUNTING_MIN_ITEMS else "hc"
             with _faiss_threads(1):
                 distances, indices = faiss.knn_hamming(
-                    q, codes.reshape(n, self._code_bytes), k, variant=variant
+                    q, codes.reshape(n, self._code_bytes), k, variant="mc"
                 )
         return -torch.from_numpy(distances), torch.from_numpy(indices)
 
