@@ -454,16 +454,15 @@ def test_a_hub_checkpoint_serves_from_the_local_hub(prepared, tiny_data, tmp_pat
             env,
             tmp_path,
         )
-        _, err = missing.communicate(timeout=300)
-        assert missing.returncode == 1
-        assert f"error: no checkpoint '{USER}/nothing-here'" in err and "Traceback" not in err
-
         port = free_port()
         args = ["--model", repo_id, "--flickr8k_dir", str(tiny_data), "--port", str(port)]
         server = python(
             [str(SPACE / "app.py"), *args, "--cache_dir", str(tmp_path / "cache")], env, tmp_path
         )
         try:
+            _, err = missing.communicate(timeout=300)
+            assert missing.returncode == 1
+            assert f"error: no checkpoint '{USER}/nothing-here'" in err and "Traceback" not in err
             url = f"http://127.0.0.1:{port}/"
             _wait_for(url, server)
             client = Client(url, verbose=False)

@@ -24,10 +24,12 @@ from pathlib import Path
 import gradio as gr
 import torch
 from engine import (
+    DEFAULT_MODEL,
     GALLERIES,
     MAX_QUERY_CHARS,
     MAX_RESULTS,
     MAX_UPLOAD_BYTES,
+    METHOD_NAMES,
     Engine,
     GalleryIndex,
     SearchError,
@@ -94,14 +96,14 @@ def describe(index: GalleryIndex) -> str:
 
 def preparing(engine: Engine) -> str:
     if engine.failure:
-        return f"⚠️ {engine.failure}"
+        return f"**Not available**: {engine.failure}"
     minutes = (time.perf_counter() - engine.started) / 60
     what = {
-        "training": f"training the default model on the {GALLERIES[engine.gallery]} "
-        "data's tower features (a few minutes, once; later starts skip this)",
+        "training": f"training the default model ({METHOD_NAMES[DEFAULT_MODEL]}) on the "
+        f"{engine.gallery} training split (a few minutes, once; later starts skip this)",
         "indexing": "embedding the gallery",
     }.get(engine.status, "loading the gallery (its tower features are extracted once)")
-    return f"⏳ **Preparing**: {what} — {minutes:.1f} min so far. Search opens when it is ready."
+    return f"**Preparing**: {what} — {minutes:.1f} min so far. Search opens when it is ready."
 
 
 def build_app(engine: Engine) -> gr.Blocks:
@@ -186,7 +188,10 @@ def build_app(engine: Engine) -> gr.Blocks:
             text_button = gr.Button("Search photos", variant="primary", elem_id="search-text")
             photos = gr.Gallery(label="Photos", columns=4, height="auto", elem_id="photos")
             photo_table = gr.Dataframe(
-                headers=["rank", "score", "the photo's texts"], label="Scores and captions"
+                headers=["rank", "score", "the photo's texts"],
+                label="Scores and captions",
+                wrap=True,
+                column_widths=["8%", "12%", "80%"],
             )
         with gr.Tab("Image → texts"):
             with gr.Row():
@@ -196,7 +201,11 @@ def build_app(engine: Engine) -> gr.Blocks:
             gr.Examples(engine.example_photos(EXAMPLE_PHOTOS), inputs=[photo], label="Examples")
             photo_button = gr.Button("Search texts", variant="primary", elem_id="search-photo")
             text_table = gr.Dataframe(
-                headers=["rank", "score", "text"], label="Texts", elem_id="texts"
+                headers=["rank", "score", "text"],
+                label="Texts",
+                wrap=True,
+                column_widths=["8%", "12%", "80%"],
+                elem_id="texts",
             )
         with gr.Tab("Model"):
             checkpoint = gr.Dropdown(list(engine.sources), label="Checkpoint")
@@ -288,7 +297,8 @@ def _prepare_then_serve(engine: Engine) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
     args = parse_args(argv)
     try:
         engine, demo = create(args)

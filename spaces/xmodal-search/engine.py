@@ -548,6 +548,7 @@ class Engine:
             self.index(self.default_checkpoint, self.gallery)
             self.status = "ready"
             self.ready.set()
+            logger.info("ready after %.1f s", time.perf_counter() - self.started)
         except SearchError as e:
             self.failure = str(e)
             logger.error("the Space could not get ready: %s", e)
@@ -572,13 +573,19 @@ class Engine:
             folders.update(str(Path(f).parent) for f in photo_files(raw, self.cache_dir, [0]))
         return sorted(folders)
 
+    # Each getter answers from memory without the lock, so that searches on what is loaded
+    # never wait for another session's model or gallery to load.
     def gallery_data(self, name: str) -> Gallery:
+        if name in self._galleries:
+            return self._galleries[name]
         with self._lock:
             if name not in self._galleries:
                 self._galleries[name] = load_gallery(name, self.data_dirs.get(name), self.cache_dir)
             return self._galleries[name]
 
     def checkpoint(self, name: str) -> Checkpoint:
+        if name in self._checkpoints:
+            return self._checkpoints[name]
         with self._lock:
             if name not in self._checkpoints:
                 if name not in self.sources:
@@ -589,6 +596,8 @@ class Engine:
     def index(self, checkpoint: str, gallery: str) -> GalleryIndex:
         """The gallery embedded by the checkpoint (built once; kept in memory and on disk)."""
         key = (checkpoint, gallery)
+        if key in self._indexes:
+            return self._indexes[key]
         with self._lock:
             if key not in self._indexes:
                 self._indexes[key] = GalleryIndex.build(
