@@ -1,6 +1,7 @@
-"""Classical baselines every results table carries: CCA and label prediction (PROTOCOL.md).
+"""Baselines every results table carries: CCA and label prediction (PROTOCOL.md), and a pair of
+linear heads trained with symmetric InfoNCE (the reference for caption data).
 
-Both take per-modality feature matrices, return retrieval vectors compared by cosine, and choose
+All take per-modality feature matrices, return retrieval vectors compared by cosine, and choose
 their hyperparameters on the validation split only (:func:`select_on_validation`).
 """
 
@@ -12,11 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import linalg
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from .evaluation import evaluate_retrieval
+from .models.losses import info_nce
 
 
 def _check_pair(image_features: Any, text_features: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -126,18 +130,121 @@ class LabelPrediction:
         return count(self.image_classifier_) + count(self.text_classifier_)
 
 
+class InfoNCEHeads:
+    """One linear map per modality into a shared space, trained with symmetric InfoNCE
+    (:func:`info_nce`, CLIP-style: the in-batch pair is the only positive), input dropout and
+    Adam; the epoch is chosen on validation when `fit` is given a validation split.
+
+    Args:
+        embed_dim: size of the shared space.
+        temperature: the InfoNCE temperature.
+        input_dropout: dropout on the input features during training.
+        epochs: training epochs (the best validation epoch is kept).
+        batch_size: pairs per batch.
+        learning_rate: Adam learning rate.
+        seed: seed of the initialisation, dropout and batch order.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        temperature: float = 0.05,
+        input_dropout: float = 0.5,
+        epochs: int = 20,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        seed: int = 0,
+    ):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if not 0 <= input_dropout < 1:
+            raise ValueError(f"input_dropout must be in [0, 1), got {input_dropout}")
+        for name, value in (
+            ("embed_dim", embed_dim),
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.embed_dim, self.temperature, self.input_dropout = embed_dim, temperature, input_dropout
+        self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
+        self.seed = seed
+
+    def fit(
+        self,
+        image_features: Any,
+        text_features: Any,
+        groups: Any = None,
+        validation: tuple[Any, Any, Any] | None = None,
+        score: Callable[[np.ndarray, np.ndarray, Any], dict[str, float]] | None = None,
+        key: str = "map_avg",
+    ) -> InfoNCEHeads:
+        """Train on the pairs; `groups` (e.g. each caption's image) keeps same-group items out of
+        each other's negatives; with `validation` = (images, texts, labels), keep the epoch of
+        the best `score(...)[key]` (default: cosine MAP)."""
+        x, y = _check_pair(image_features, text_features)
+        generator = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        images, texts = (
+            torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(y, dtype=torch.float32),
+        )
+        group = None if groups is None else torch.as_tensor(np.asarray(groups))
+        self.image_head_ = torch.nn.Linear(x.shape[1], self.embed_dim)
+        self.text_head_ = torch.nn.Linear(y.shape[1], self.embed_dim)
+        parameters = [*self.image_head_.parameters(), *self.text_head_.parameters()]
+        optimizer = torch.optim.Adam(parameters, lr=self.learning_rate)
+        score = score or (lambda u, v, labels: evaluate_retrieval(u, v, labels, labels))
+        self.curve_, best = [], None
+        for epoch in range(1, self.epochs + 1):
+            for rows in torch.randperm(len(x), generator=generator).split(self.batch_size):
+                u = self.image_head_(F.dropout(images[rows], self.input_dropout))
+                v = self.text_head_(F.dropout(texts[rows], self.input_dropout))
+                same = None if group is None else group[rows, None] == group[None, rows]
+                loss = info_nce(u, v, self.temperature, same)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            if validation is None:
+                continue
+            value = score(*self.embed(validation[0], validation[1]), validation[2])[key]
+            self.curve_.append({"epoch": epoch, key: value})
+            if best is None or value > best[0]:
+                state = [p.detach().clone() for p in parameters]
+                best = (value, epoch, state)
+        self.best_epoch_ = self.epochs
+        if best is not None:
+            self.best_epoch_ = best[1]
+            with torch.no_grad():
+                for p, kept in zip(parameters, best[2], strict=True):
+                    p.copy_(kept)
+        return self
+
+    @torch.no_grad()
+    def embed(self, image_features: Any, text_features: Any) -> tuple[np.ndarray, np.ndarray]:
+        x, y = _check_pair(image_features, text_features)
+        u = self.image_head_(torch.as_tensor(x, dtype=torch.float32))
+        v = self.text_head_(torch.as_tensor(y, dtype=torch.float32))
+        return u.numpy(), v.numpy()
+
+    @property
+    def num_parameters(self) -> int:
+        heads = (self.image_head_, self.text_head_)
+        return sum(p.numel() for head in heads for p in head.parameters())
+
+
 @dataclass
 class Selection:
     """The outcome of :func:`select_on_validation`."""
 
-    model: CCA | LabelPrediction
+    model: CCA | LabelPrediction | InfoNCEHeads
     params: dict[str, Any]
     validation: dict[str, float]
     grid: list[dict[str, Any]]
 
 
 def select_on_validation(
-    fit: Callable[..., CCA | LabelPrediction],
+    fit: Callable[..., CCA | LabelPrediction | InfoNCEHeads],
     grid: dict[str, Iterable[Any]],
     validation: tuple[Any, Any, Any],
     score: Callable[[np.ndarray, np.ndarray, Any], dict[str, float]] | None = None,

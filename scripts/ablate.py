@@ -2,11 +2,14 @@
 
     python scripts/ablate.py --model daml                        # bundled Wikipedia, seeds 0 1 2
     python scripts/ablate.py --model uncsm --dataset fashion_features --seeds 0 --epochs 20
+    python scripts/ablate.py --model dscmr --dataset my_features.mat --validation_size 0.2
 
 The components are those of `model_cards/<model_type>.yaml`, each switched off through its config
 field: 0 for a weight or a count, false for a switch. An optional component the model leaves off
 is switched on instead, at the yaml's `paper_values` (else 1). Every run is a `scripts/train.py`
-run in `<output_dir>/<variant>-seed<seed>` (arguments this script does not know go to train.py);
+run in `<output_dir>/<variant>-seed<seed>` (arguments this script does not know go to train.py,
+e.g. `--validation_size` / `--validation_from`); every variant starts from the dataset's preset
+(`--preset`, default chosen from the data as train.py does) and `--model_config`;
 a finished run is reused, so an interrupted ablation continues where it stopped.
 `<output_dir>/ablation.json` holds the mean ± std of every test metric per variant; it is copied
 into each full-model run, whose model card then shows the table (`scripts/push_to_hub.py
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.hub import (
     ABLATION_FILE,
     headline_metrics,
@@ -29,7 +33,16 @@ from hf_xmodal.hub import (
     off_value,
 )
 from hf_xmodal.models import MODELS
-from hf_xmodal.training import RESULTS_FILE, load_results, mean_std, summarize, write_results
+from hf_xmodal.training import (
+    PRESET_NAMES,
+    RESULTS_FILE,
+    load_results,
+    mean_std,
+    preset_for,
+    preset_overrides,
+    summarize,
+    write_results,
+)
 from hf_xmodal.training import main as train
 from hf_xmodal.training.trainer import config_overrides
 
@@ -42,6 +55,11 @@ class AblationArguments:
     model_config: str | None = field(
         default=None, metadata={"help": "JSON of config overrides shared by every variant"}
     )
+    preset: str | None = field(
+        default=None,
+        metadata={"help": f"one of {PRESET_NAMES} (default: chosen from the dataset)"},
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "folder of flickr8k / fashion"})
     output_dir: str | None = field(
         default=None, metadata={"help": "default: runs/ablation-<model>-<dataset>"}
     )
@@ -73,7 +91,17 @@ def main(argv: list[str]) -> dict:
     if not args.seeds:
         raise SystemExit("--seeds needs at least one seed")
     output_dir = Path(args.output_dir or f"runs/ablation-{args.model}-{Path(args.dataset).name}")
-    base = config_overrides(args.model_config)
+    preset = args.preset or preset_for(load_dataset_by_name(args.dataset, args.data_dir)["train"])
+    config_class = MODELS[args.model][0]
+    try:
+        base = {
+            **preset_overrides(preset, args.model, config_class),
+            **config_overrides(args.model_config),
+        }
+    except ValueError as e:
+        raise SystemExit(f"--preset: {e}") from None
+    if args.data_dir is not None:
+        train_argv = [*train_argv, "--data_dir", args.data_dir]
     rows = []
     for variant, name, overrides in variants(args.model, base):
         runs = []
@@ -83,7 +111,7 @@ def main(argv: list[str]) -> dict:
                 train(
                     [
                         *("--model", args.model, "--dataset", args.dataset),
-                        *("--seed", str(seed), "--output_dir", str(run_dir)),
+                        *("--seed", str(seed), "--output_dir", str(run_dir), "--preset", preset),
                         *("--model_config", json.dumps(overrides), "--resume"),
                         *train_argv,
                     ]
@@ -99,7 +127,13 @@ def main(argv: list[str]) -> dict:
                 "validation": summarize(runs, "validation"),
             }
         )
-    ablation = {"model": args.model, "dataset": args.dataset, "seeds": args.seeds, "rows": rows}
+    ablation = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "preset": preset,
+        "seeds": args.seeds,
+        "rows": rows,
+    }
     write_results(output_dir / ABLATION_FILE, ablation)
     for seed in args.seeds:
         shutil.copy2(output_dir / ABLATION_FILE, output_dir / f"full-seed{seed}" / ABLATION_FILE)

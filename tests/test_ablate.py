@@ -9,6 +9,7 @@ from huggingface_hub import ModelCard
 
 from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.hub import ABLATION_FILE, build_upload_folder, load_method_card
+from hf_xmodal.models import DSCMRConfig
 from hf_xmodal.training import load_results, summarize
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
@@ -30,15 +31,19 @@ def ablation(tmp_path_factory):
 
 
 def test_each_component_is_switched_off_in_turn(ablation):
+    """Components on by default are switched off; one left off (the optional instance-level
+    term) is switched on."""
     out, result = ablation
     components = load_method_card("dscmr")["components"]
-    assert [r["variant"] for r in result["rows"]] == ["full"] + [
-        f"no-{c['config']}" for c in components
-    ]
+    defaults = DSCMRConfig().to_dict()
+    expected = [("no-" if defaults[c["config"]] else "with-") + c["config"] for c in components]
+    assert [r["variant"] for r in result["rows"]] == ["full", *expected]
+    assert expected[-1] == "with-instance_contrastive_weight"
     for row, component in zip(result["rows"][1:], components, strict=True):
         for seed in (0, 1):
             config = load_results(out / f"{row['variant']}-seed{seed}")["config"]
-            assert config[component["config"]] == 0
+            switched = 0 if row["variant"].startswith("no-") else 1.0
+            assert config[component["config"]] == switched
             assert (config["hidden_dims"], config["embed_dim"]) == ([32], 16)
     runs = [load_results(out / f"full-seed{seed}") for seed in (0, 1)]
     assert {r["seed"] for r in runs} == {0, 1}

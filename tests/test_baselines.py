@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
-from hf_xmodal.baselines import CCA, LabelPrediction, select_on_validation
+from hf_xmodal.baselines import CCA, InfoNCEHeads, LabelPrediction, select_on_validation
 from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval
+from hf_xmodal.models.losses import info_nce
 
 
 def arrays(split):
@@ -97,3 +99,34 @@ def test_cca_centres_the_data():
     for ours, theirs in zip(shifted.embed(offset_x, offset_y), plain.embed(x, y), strict=True):
         np.testing.assert_allclose(np.abs(ours), np.abs(theirs), rtol=1e-5, atol=1e-8)
         np.testing.assert_allclose(ours.mean(0), 0, atol=1e-9)
+
+
+def test_info_nce_is_lowest_for_the_true_pairs_and_ignores_same_group_items():
+    u = torch.eye(4) * 10
+    assert info_nce(u, u, 0.1) < 1e-3
+    assert info_nce(u, u.roll(1, 0), 0.1) > 5  # every text sits with another image
+    # Rows 0 and 1 hold one image's two captions: with them marked, neither is the other's
+    # negative, so their mix-up costs nothing.
+    v = u.clone()
+    v[1] = u[0]
+    same = torch.tensor([0, 0, 1, 2])[:, None] == torch.tensor([0, 0, 1, 2])[None, :]
+    assert info_nce(u, v, 0.1, same) < info_nce(u, v, 0.1)
+
+
+def test_infonce_heads_learn_planted_pairs_and_keep_the_best_validation_epoch():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(600, 16))
+    x = np.c_[z @ rng.normal(size=(16, 20)), 0.3 * rng.normal(size=(600, 4))]
+    y = np.c_[0.3 * rng.normal(size=(600, 3)), z @ rng.normal(size=(16, 18))]
+    pairs = np.arange(600)
+    score = lambda u, v, ids: evaluate_retrieval(u, v, ids, ids)  # noqa: E731
+    heads = InfoNCEHeads(embed_dim=16, input_dropout=0.0, epochs=6, batch_size=64).fit(
+        x[:500], y[:500], validation=(x[500:], y[500:], pairs[500:]), score=score
+    )
+    assert [p["epoch"] for p in heads.curve_] == list(range(1, 7))
+    best = max(heads.curve_, key=lambda p: p["map_avg"])
+    assert heads.best_epoch_ == best["epoch"]
+    assert score(*heads.embed(x[500:], y[500:]), pairs[500:])["map_avg"] == pytest.approx(
+        best["map_avg"]
+    )
+    assert best["map_avg"] > 0.3  # chance: about 0.05 for 100 pairs

@@ -23,6 +23,7 @@ from hf_xmodal.data import (
     load_flickr8k,
     load_paired_features,
     load_wikipedia,
+    split_off_validation,
     validate_feature_dataset,
 )
 from hf_xmodal.data.fashion import FASHION_SPLIT_DIR, FASHION_STYLES_COLUMNS, _read_styles
@@ -203,19 +204,54 @@ def test_npz_with_multihot_labels(tmp_path):
     np.testing.assert_array_equal(as_matrix(data["test"], "labels"), arrays["test_lab"])
 
 
-def test_validation_size_takes_first_test_rows(tmp_path):
+def test_validation_size_takes_seeded_rows_from_train_or_test(tmp_path):
     arrays = make_arrays("I", labels="index")
     path = tmp_path / "features.mat"
     scipy.io.savemat(path, arrays)
-    data = load_paired_features(path, validation_size=4)
-    assert {split: len(d) for split, d in data.items()} == {
-        "train": N_TRAIN,
-        "validation": 4,
-        "test": N_TEST - 4,
-    }
-    features = arrays["I_te"].astype(np.float32)
-    np.testing.assert_array_equal(as_matrix(data["validation"], "image_features"), features[:4])
-    np.testing.assert_array_equal(as_matrix(data["test"], "image_features"), features[4:])
+    data = load_paired_features(path, validation_size=4)  # from train by default
+    sizes = {split: len(d) for split, d in data.items()}
+    assert sizes == {"train": N_TRAIN - 4, "validation": 4, "test": N_TEST}
+    train, validation = (
+        as_matrix(data["train"], "image_features"),
+        as_matrix(data["validation"], "image_features"),
+    )
+    rows = np.concatenate([train, validation])
+    expected = np.sort(arrays["I_tr"].astype(np.float32), axis=0)
+    np.testing.assert_array_equal(np.sort(rows, axis=0), expected)
+    again = load_paired_features(path, validation_size=4)
+    np.testing.assert_array_equal(as_matrix(again["validation"], "image_features"), validation)
+
+    from_test = load_paired_features(path, validation_size=0.25, validation_from="test")
+    sizes = {split: len(d) for split, d in from_test.items()}
+    assert sizes == {"train": N_TRAIN, "validation": 2, "test": N_TEST - 2}
+    with pytest.raises(ValueError, match="comes from one of"):
+        load_paired_features(path, validation_size=2, validation_from="validation")
+    with pytest.raises(ValueError, match=r"fractional validation size must be in \(0, 1\)"):
+        load_paired_features(path, validation_size=1.5)
+
+
+def test_split_off_validation_keeps_the_captions_of_an_image_together():
+    image_index = np.repeat(np.arange(10), 5)  # 10 images, 5 captions each
+    train = Dataset.from_dict(
+        {"image_features": np.repeat(np.eye(10), 5, axis=0), "image_index": image_index}
+    )
+    data, info = split_off_validation(DatasetDict(train=train, test=train), 0.3, "train", seed=1)
+    assert info == {"from": "train", "size": 0.3, "rows": 15, "seed": 1, "images": 3}
+    images = {}
+    for split, n_images in (("train", 7), ("validation", 3)):
+        part = data[split].with_format("numpy")[:]
+        assert sorted(set(part["image_index"])) == list(range(n_images))
+        # the same image_index means the same image
+        for i in range(n_images):
+            rows = part["image_features"][part["image_index"] == i]
+            assert len(rows) == 5 and (rows == rows[0]).all()
+        images[split] = set(part["image_features"].argmax(1))
+    moved, kept = images["validation"], images["train"]
+    assert not moved & kept and len(moved | kept) == 10
+    with pytest.raises(ValueError, match="already has a validation split"):
+        split_off_validation(data, 2)
+    with pytest.raises(ValueError, match="between 1 and 9 images"):
+        split_off_validation(DatasetDict(train=train), 10)
 
 
 def _drop(key):
@@ -308,8 +344,8 @@ def test_bad_feature_paths_and_options(tmp_path):
 
     path = tmp_path / "features.mat"
     scipy.io.savemat(path, make_arrays("I"))
-    with pytest.raises(ValueError, match="validation_size must be between 1 and 8"):
-        load_paired_features(path, validation_size=9)
+    with pytest.raises(ValueError, match="between 1 and 8 rows of the test split"):
+        load_paired_features(path, validation_size=9, validation_from="test")
 
 
 # --- validate_feature_dataset ---------------------------------------------------------------

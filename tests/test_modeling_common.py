@@ -79,6 +79,28 @@ def test_output_shapes_and_finite_loss(model_class, kwargs):
 
 
 @every_model
+def test_instance_contrastive_term_prefers_the_true_pairs(model_class, kwargs):
+    """The optional InfoNCE term is in the loss at its weight, and lower when each text sits
+    with its own image than when the texts are shuffled."""
+    model = make_model(model_class, {**kwargs, "instance_contrastive_weight": 2.0})
+    batch = make_batch()
+    for stage in stages(model):
+        model.set_training_stage(stage)
+        out = model(**batch)
+        assert "instance_contrastive" in out.loss_terms
+        u, v = out.image_embeds, out.text_embeds
+        term = model.instance_contrastive(u, v, batch["labels"])
+        torch.testing.assert_close(out.loss_terms["instance_contrastive"], 2.0 * term.detach())
+    aligned = torch.eye(6) * 5.0
+    labels = torch.arange(6)
+    assert model.instance_contrastive(aligned, aligned, labels) < model.instance_contrastive(
+        aligned, aligned.roll(1, 0), labels
+    )
+    off = make_model(model_class, kwargs)(**batch)
+    assert "instance_contrastive" not in off.loss_terms
+
+
+@every_model
 def test_every_trainable_parameter_gets_a_gradient(model_class, kwargs):
     model = make_model(model_class, kwargs)
     trained = set()

@@ -170,12 +170,20 @@ def test_gallery_rows_line_up(index):
 
 
 # --- searching --------------------------------------------------------------------------------
+def processed(checkpoint, image=None, text=None, rows=slice(None)) -> dict:
+    """A gallery's tower features of one medium through the checkpoint's processor, which
+    standardises them as in training."""
+    if image is not None:
+        return dict(checkpoint.processor(image_features=image.image_features[rows]))
+    return dict(checkpoint.processor(text_features=text.text_features[rows]))
+
+
 def test_text_search_is_the_models_cosine_ranking(index):
     checkpoint, gallery = index.checkpoint, index.gallery
     query = gallery.photo_texts[3][0]
     hits = index.search_text(f"  {query} ", 5)
     with torch.no_grad():
-        photos = checkpoint.model.get_image_features(gallery.image_features)
+        photos = checkpoint.model.get_image_features(**processed(checkpoint, image=gallery))
     expected = F.normalize(checkpoint.embed_text(query), dim=1) @ F.normalize(photos, dim=1).T
     scores, ids = expected[0].topk(5)
     assert [row for row, _ in hits] == ids.tolist()
@@ -187,8 +195,10 @@ def test_photo_search_is_the_models_cosine_ranking(index):
     photo = engine.open_photo(gallery.photos[2])
     hits = index.search_photo(photo, 7)
     with torch.no_grad():
-        texts = checkpoint.model.get_text_features(gallery.text_features)
-        from_features = checkpoint.model.get_image_features(gallery.image_features[2:3])
+        texts = checkpoint.model.get_text_features(**processed(checkpoint, text=gallery))
+        from_features = checkpoint.model.get_image_features(
+            **processed(checkpoint, image=gallery, rows=slice(2, 3))
+        )
     query = checkpoint.embed_photo(photo)
     # An uploaded gallery photo embeds as its cached tower features do.
     torch.testing.assert_close(query, from_features, atol=2e-3, rtol=1e-3)
@@ -491,7 +501,7 @@ def test_real_gallery_reproduces_the_default_models_test_recall(tmp_path):
     gallery, model = index.gallery, index.checkpoint.model
     assert (len(gallery.photos), len(gallery.texts)) == (1000, 5000)
     with torch.no_grad():
-        texts = model.get_text_features(gallery.text_features)
+        texts = model.get_text_features(**processed(index.checkpoint, text=gallery))
     _, top = index.photos.search(texts, 10)
     own = torch.as_tensor(gallery.text_photo)[:, None]
     results = json.loads(

@@ -299,3 +299,46 @@ def test_image_normalisation_is_the_towers_own():
     torch.testing.assert_close(pixels.mean((2, 3)), target, atol=1e-5, rtol=0)
     torch.testing.assert_close(pixels.std((2, 3)), torch.zeros(4, 3), atol=1e-5, rtol=0)
     assert pixels[1].min() == 1.0 and pixels[0].max() == -1.0
+
+
+def test_long_texts_are_encoded_as_the_mean_of_their_windows(shared_towers):
+    processor = shared_towers.processor
+    long = " ".join(["the river flows past the old mill"] * 20)  # about 140 tokens
+    batch = processor(text=["a red bus", long])
+    assert batch["input_ids"].ndim == 3
+    used = batch["attention_mask"].any(-1)
+    assert used.sum(1).tolist() == [1, 3]
+    with torch.no_grad():
+        vectors = shared_towers.text(batch["input_ids"], batch["attention_mask"])
+        alone = shared_towers.embed_texts(["a red bus"])
+        windows = shared_towers.text(batch["input_ids"][1], batch["attention_mask"][1])[:3]
+    torch.testing.assert_close(vectors[0], alone[0], rtol=1e-4, atol=1e-5)
+    expected = torch.nn.functional.normalize(windows.mean(0), dim=0)
+    torch.testing.assert_close(vectors[1], expected, rtol=1e-4, atol=1e-5)
+    capped = XmodalTowerProcessor.from_towers(max_text_chunks=2).tokenize([long])
+    assert capped["input_ids"].shape[:2] == (1, 2)
+    assert processor(text=["a red bus", "a cat"])["input_ids"].ndim == 2  # one window each
+
+
+def test_a_model_with_towers_standardises_their_outputs_as_its_processor_did(shared_towers):
+    photos = [sample_photo(name) for name in SAMPLE_PHOTOS]
+    texts = ["a cat on a rug", "a cup of coffee", "a rocket on its launch pad"]
+    with torch.no_grad():
+        image_features = shared_towers.embed_images(photos)
+        text_features = shared_towers.embed_texts(texts)
+    processor = XmodalTowerProcessor.from_towers().fit(image_features, text_features)
+    torch.manual_seed(0)
+    config = DSCMRConfig(image_feature_dim=1280, text_feature_dim=384, num_labels=3)
+    model = add_towers(DSCMRModel(config), processor.applied_statistics).eval()
+    batch = processor(images=photos, text=texts)
+    given = processor(image_features=image_features, text_features=text_features)
+    with torch.no_grad():
+        from_pixels = model.get_image_features(pixel_values=batch["pixel_values"])
+        from_tokens = model.get_text_features(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
+        from_features = model(**given)
+        unstandardised = model.get_image_features(image_features=image_features)
+    torch.testing.assert_close(from_pixels, from_features.image_embeds, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(from_tokens, from_features.text_embeds, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(from_pixels, unstandardised, atol=1e-2)

@@ -7,12 +7,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import scipy.io
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor
 
 from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval
+from hf_xmodal.models import MODELS
 from hf_xmodal.training import load_results
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
@@ -104,6 +106,60 @@ def test_arguments_from_a_json_file(train, tmp_path):
 def test_bad_arguments_fail_clearly(train, tmp_path, argv, message):
     with pytest.raises((SystemExit, Exception), match=message):
         train([*argv, "--output_dir", str(tmp_path)])
+
+
+def wikipedia_arrays(protocol: str) -> dict:
+    data = load_dataset_by_name(protocol)
+    return {split: data[split].with_format("numpy")[:] for split in data}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_test_map_does_not_depend_on_the_scale_of_the_image_features(train, tmp_path, model):
+    """Image features × 100 + 5 train the same model: the processor standardises both alike."""
+    data = load_dataset_by_name("wikipedia")
+    scaled = data.map(
+        lambda b: {"image_features": [[100 * x + 5 for x in row] for row in b["image_features"]]},
+        batched=True,
+    )
+    scaled.save_to_disk(str(tmp_path / "scaled"))
+    args = ["--model", model, "--epochs", "4", "--eval_every", "2"]
+    original = train([*args, "--output_dir", str(tmp_path / "original")])
+    rescaled = train(
+        [*args, "--dataset", str(tmp_path / "scaled"), "--output_dir", str(tmp_path / "rescaled")]
+    )
+    assert rescaled["test"]["map_avg"] == pytest.approx(original["test"]["map_avg"], abs=0.005)
+
+
+def test_a_two_split_feature_file_trains_with_a_seeded_validation_split(train, tmp_path):
+    """`--dataset FILE.mat` with train and test arrays only: 10% of train validates."""
+    arrays = wikipedia_arrays("wikipedia_full_test")
+    path = tmp_path / "features.mat"
+    scipy.io.savemat(
+        path,
+        {
+            f"{key}_{short}": arrays[split][column]
+            for split, short in (("train", "tr"), ("test", "te"))
+            for key, column in (("I", "image_features"), ("T", "text_features"), ("L", "label"))
+        },
+    )
+    results = train(
+        [*SMALL, "--dataset", str(path), "--epochs", "2", "--output_dir", str(tmp_path / "run")]
+    )
+    assert results["split_sizes"] == {"train": 1956, "validation": 217, "test": 693}
+    assert results["validation_split"] == {"from": "train", "size": 0.1, "rows": 217, "seed": 0}
+    assert results["preset"] == "class" and results["hyperparameters"]["standardize"] is True
+    with pytest.raises(SystemExit, match="--validation_size N|fraction"):
+        train(
+            [
+                *SMALL,
+                "--dataset",
+                str(path),
+                "--validation_size",
+                "0",
+                "--output_dir",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
 @pytest.mark.slow

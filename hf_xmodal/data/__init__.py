@@ -2,7 +2,13 @@
 
 from .data_collator import XmodalDataCollator
 from .fashion import FASHION_SPLITS, fashion_split_ids, load_fashion
-from .features import load_paired_features, validate_feature_dataset
+from .features import (
+    DEFAULT_VALIDATION_SIZE,
+    VALIDATION_SOURCES,
+    load_paired_features,
+    split_off_validation,
+    validate_feature_dataset,
+)
 from .flickr8k import FLICKR8K_FEATURES, load_flickr8k
 from .registry import DATASET_NAMES, load_dataset_by_name
 from .wikipedia import (
@@ -14,8 +20,10 @@ from .wikipedia import (
 
 __all__ = [
     "DATASET_NAMES",
+    "DEFAULT_VALIDATION_SIZE",
     "FASHION_SPLITS",
     "FLICKR8K_FEATURES",
+    "VALIDATION_SOURCES",
     "WIKIPEDIA_CATEGORIES",
     "WIKIPEDIA_FEATURES",
     "WIKIPEDIA_SPLIT_PROTOCOLS",
@@ -26,5 +34,6 @@ __all__ = [
     "load_flickr8k",
     "load_paired_features",
     "load_wikipedia",
+    "split_off_validation",
     "validate_feature_dataset",
 ]

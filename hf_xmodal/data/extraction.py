@@ -18,11 +18,21 @@ from datasets.fingerprint import Hasher
 
 from ..models.configuration_xmodal import TOWER_DIMS
 from ..models.processing_xmodal import XmodalTowerProcessor, open_image
-from ..models.towers import IMAGE_TOWER, ImageTower, TextTower, text_tower_config
+from ..models.towers import (
+    IMAGE_TOWER,
+    MAX_TEXT_CHUNKS,
+    TEXT_MAX_LENGTH,
+    ImageTower,
+    TextTower,
+    text_tower_config,
+)
 
 CACHE_DIR = Path(os.environ.get("HF_XMODAL_CACHE", Path.home() / ".cache" / "hf_xmodal"))
 TOWERS_VERSION = f"{IMAGE_TOWER}+all-MiniLM-L6-v2/1"
 """Changes whenever the towers' outputs would change; part of every cache key."""
+TEXT_WINDOWS_VERSION = f"+windows{MAX_TEXT_CHUNKS}"
+"""Added to the key of a text column that has a text longer than one window: encoding by windows
+changes only those texts' features, so caches of short texts stay valid."""
 TOWER_FEATURE_DATASETS = ("flickr8k", "fashion", "wikipedia_minilm")
 
 
@@ -47,6 +57,11 @@ class Towers:
     @torch.inference_mode()
     def embed_images(self, images: list) -> torch.Tensor:
         return self.image(self.processor(images=images)["pixel_values"])
+
+    def any_text_beyond_one_window(self, texts: list[str]) -> bool:
+        """Whether a text of `texts` is encoded by several token windows."""
+        tokens = self.processor.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        return max(map(len, tokens), default=0) > TEXT_MAX_LENGTH
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
@@ -95,15 +110,18 @@ def extract_features(
         for column, target, embed, dim in jobs:
             if column not in data.column_names:
                 raise ValueError(f"split '{split}' has no '{column}' column: {data.column_names}")
-            data = _extract(data, column, target, embed, dim, batch_size, cache_dir, split)
+            version = TOWERS_VERSION
+            if column == "text" and towers.any_text_beyond_one_window(list(data["text"])):
+                version += TEXT_WINDOWS_VERSION
+            data = _extract(data, column, target, embed, dim, batch_size, cache_dir, split, version)
         out[split] = data
     return DatasetDict(out)
 
 
 def _extract(
-    data: Dataset, column, target, embed, dim, batch_size, cache_dir: Path, split: str
+    data: Dataset, column, target, embed, dim, batch_size, cache_dir: Path, split: str, version
 ) -> Dataset:
-    fingerprint = Hasher.hash((data._fingerprint, column, TOWERS_VERSION))
+    fingerprint = Hasher.hash((data._fingerprint, column, version))
     features = data.features.copy()
     features[target] = List(Value("float32"), length=dim)
     read = list

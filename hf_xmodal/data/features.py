@@ -201,8 +201,68 @@ def _encode_labels(
     return "labels", encoded, List(Value("float32"), length=n_classes)
 
 
+VALIDATION_SOURCES = ("train", "test")
+DEFAULT_VALIDATION_SIZE = 0.1
+"""A dataset without a validation split gets this fraction of its train split by default."""
+
+
+def split_off_validation(
+    data: DatasetDict, size: int | float, source: str = "train", seed: int = 0
+) -> tuple[DatasetDict, dict]:
+    """Move a seeded random part of split `source` ("train" or "test") into a validation split.
+
+    `size` is a number of rows (an int >= 1) or a fraction of the split (a float in (0, 1)).
+    Caption data (an `image_index` column) is split by image, so that no image has captions on
+    both sides; `size` then counts images, and `image_index` is renumbered within each side.
+    Returns the new DatasetDict and a description `{"from", "size", "rows", "seed"}`.
+    """
+    if "validation" in data:
+        raise ValueError("the dataset already has a validation split")
+    if source not in VALIDATION_SOURCES:
+        raise ValueError(
+            f"the validation split comes from one of {VALIDATION_SOURCES}, got {source!r}"
+        )
+    if source not in data:
+        raise ValueError(
+            f"no '{source}' split to take a validation split from; it has {list(data)}"
+        )
+    split = data[source]
+    caption = "image_index" in split.column_names
+    groups = np.asarray(split["image_index"]) if caption else np.arange(len(split))
+    unique = np.unique(groups)
+    unit = "images" if caption else "rows"
+    if isinstance(size, float) and not float(size).is_integer():
+        if not 0 < size < 1:
+            raise ValueError(f"a fractional validation size must be in (0, 1), got {size}")
+        count = round(size * len(unique))
+    else:
+        count = int(size)
+    if not 0 < count < len(unique):
+        raise ValueError(
+            f"the validation split must hold between 1 and {len(unique) - 1} {unit} of the "
+            f"{source} split ({len(unique)} {unit}), got {count} (from size {size})"
+        )
+    chosen = np.random.default_rng(seed).choice(unique, count, replace=False)
+    in_validation = np.isin(groups, chosen)
+    parts = {}
+    for name, mask in (("validation", in_validation), (source, ~in_validation)):
+        part = split.select(np.flatnonzero(mask))
+        if caption:
+            renumbered = np.unique(groups[mask], return_inverse=True)[1]
+            part = part.remove_columns("image_index").add_column("image_index", renumbered)
+        parts[name] = part
+    order = ("train", "validation", "test")
+    out = DatasetDict({s: parts.get(s, data.get(s)) for s in order if s in parts or s in data})
+    info = {"from": source, "size": size, "rows": len(parts["validation"]), "seed": seed}
+    if caption:
+        info["images"] = count
+    return out, info
+
+
 def load_paired_features(
-    path: str | os.PathLike, validation_size: int | None = None
+    path: str | os.PathLike,
+    validation_size: int | float | None = None,
+    validation_from: str = "train",
 ) -> DatasetDict:
     """Load paired image/text feature matrices (and optional labels) from user files.
 
@@ -211,8 +271,9 @@ def load_paired_features(
     test_img, test_txt`` (+ optional ``*_lab`` labels and ``val_*``/``valid_*`` validation
     arrays). Labels may be a 1-D class vector or a one-hot matrix (-> ``label``, a ClassLabel whose
     names are the original values) or a multi-hot matrix (-> ``labels``, float32 vectors).
-    Without validation arrays, ``validation_size`` moves the first rows of the test arrays into a
-    validation split. Columns: ``image_features``, ``text_features`` (float32) and
+    Without validation arrays, ``validation_size`` (rows, or a fraction) moves a seeded random
+    part of the ``validation_from`` split ("train" or "test") into a validation split
+    (:func:`split_off_validation`). Columns: ``image_features``, ``text_features`` (float32) and
     ``label`` or ``labels`` when there are labels.
     """
     arrays = _read_arrays(Path(path))
@@ -258,25 +319,17 @@ def load_paired_features(
         for split in keys:
             columns[split][column] = encoded[split]
 
-    if validation_size is not None:
-        n_test = len(image["test"])
-        if not 0 < validation_size < n_test:
-            raise ValueError(
-                f"validation_size must be between 1 and {n_test - 1} (the test split has "
-                f"{n_test} rows), got {validation_size}"
-            )
-        test = columns.pop("test")
-        columns["validation"] = {name: value[:validation_size] for name, value in test.items()}
-        columns["test"] = {name: value[validation_size:] for name, value in test.items()}
-
     features = Features(feature_types)
     order = [split for split in ("train", "validation", "test") if split in columns]
-    return DatasetDict(
+    data = DatasetDict(
         {
             split: Dataset.from_dict(columns[split], features=features, split=NamedSplit(split))
             for split in order
         }
     )
+    if validation_size is not None:
+        data, _ = split_off_validation(data, validation_size, validation_from)
+    return data
 
 
 def _column_values(split: str, dataset: Dataset, column: str) -> tuple[int, np.ndarray]:

@@ -30,7 +30,8 @@ DATASET_NAMES = (*_BUNDLED, *_FROM_FOLDER, *_TOWER_FEATURES, "wikipedia_minilm")
 def load_dataset_by_name(
     name: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
-    validation_size: int | None = None,
+    validation_size: int | float | None = None,
+    validation_from: str = "train",
 ) -> DatasetDict:
     """Load a dataset by registered name, or from a path.
 
@@ -39,7 +40,8 @@ def load_dataset_by_name(
     default under ``../shared/data``); with pretrained-tower features (extracted once, then
     cached): ``flickr8k_features``, ``fashion_features`` and ``wikipedia_minilm``.
     A path may be a DatasetDict saved with ``save_to_disk``
-    or a feature file/folder for :func:`load_paired_features` (``validation_size`` applies there).
+    or a feature file/folder for :func:`load_paired_features` (``validation_size`` and
+    ``validation_from`` apply there).
     """
     key = str(name)
     if key in DATASET_NAMES:
@@ -71,4 +73,4 @@ def load_dataset_by_name(
         if validation_size is not None:
             raise ValueError("validation_size only applies to feature files")
         return saved
-    return load_paired_features(path, validation_size=validation_size)
+    return load_paired_features(path, validation_size, validation_from)

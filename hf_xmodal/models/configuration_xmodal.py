@@ -51,6 +51,13 @@ class XmodalConfig(PreTrainedConfig):
             `similarity(query_embeds, gallery_embeds, query_modality) -> [Q, G]` method, where
             `query_modality` is `"image"` or `"text"`, the medium of the queries).
         num_labels (`int`): number of classes; set from the training data.
+        instance_contrastive_weight (`float`, defaults to 0.0): weight of an optional
+            instance-level term added to the method's loss (in every training stage), in none of
+            the papers: symmetric InfoNCE over the batch's pairs (each item's own pair its only
+            positive, items sharing its label left out of its negatives) on the embeddings'
+            cosine / `instance_temperature`. 0 switches it off; the `caption` preset of
+            `scripts/train.py` sets 1, for relevance between one text and one image.
+        instance_temperature (`float`, defaults to 0.05): the InfoNCE temperature.
 
     A key that is neither a field nor one transformers writes into `config.json` is an error
     naming the closest field, so a misspelt setting never trains the default silently.
@@ -65,6 +72,8 @@ class XmodalConfig(PreTrainedConfig):
     train_towers: bool = False
     retrieval_metric: str = "cosine"
     text_tower_config: dict | None = None
+    instance_contrastive_weight: float | int = 0.0
+    instance_temperature: float | int = 0.05
 
     def __post_init__(self, **kwargs):
         self.check_keys(kwargs)
@@ -114,4 +123,12 @@ class XmodalConfig(PreTrainedConfig):
             raise ValueError(
                 f"retrieval_metric must be one of {RETRIEVAL_METRICS}, "
                 f"got {self.retrieval_metric!r}"
+            )
+        if self.instance_contrastive_weight < 0:
+            raise ValueError(
+                f"instance_contrastive_weight must be >= 0, got {self.instance_contrastive_weight}"
+            )
+        if self.instance_temperature <= 0:
+            raise ValueError(
+                f"instance_temperature must be positive, got {self.instance_temperature}"
             )

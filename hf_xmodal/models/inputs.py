@@ -2,6 +2,8 @@
 
 In `"raw"` input mode the pretrained towers live here and turn pixels and tokens into those
 features; precomputed tower features are accepted too, so cached features train the same model.
+Feature inputs arrive standardised by the processor; a raw-mode model standardises its towers'
+outputs itself, with the processor's statistics stored as buffers (:func:`add_towers`).
 """
 
 import torch
@@ -27,6 +29,9 @@ class ModalityInputs(nn.Module):
                 config.text_tower_config = text_tower_config()
             self.image_tower = ImageTower(pretrained=fresh)
             self.text_tower = TextTower(config.text_tower_config, pretrained=fresh)
+            for name, dim in (("image", self.image_feature_dim), ("text", self.text_feature_dim)):
+                self.register_buffer(f"{name}_feature_mean", torch.zeros(dim))
+                self.register_buffer(f"{name}_feature_scale", torch.ones(dim))
             for tower in (self.image_tower, self.text_tower):
                 tower.requires_grad_(config.train_towers)
                 if fresh:  # keep the pretrained weights through the model's post_init
@@ -40,9 +45,12 @@ class ModalityInputs(nn.Module):
                 tower.eval()  # frozen towers keep their batch-norm statistics
         return self
 
-    def _run(self, tower: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    def _run(self, tower: nn.Module, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """The tower's features, standardised as the processor standardises given features."""
         with torch.set_grad_enabled(self.train_towers and torch.is_grad_enabled()):
-            return tower(*inputs)
+            features = tower(*inputs)
+        mean, scale = getattr(self, f"{name}_feature_mean"), getattr(self, f"{name}_feature_scale")
+        return (features - mean) / scale
 
     def image(
         self, image_features: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None
@@ -51,7 +59,7 @@ class ModalityInputs(nn.Module):
         if pixel_values is not None:
             if self.image_tower is None:
                 raise ValueError("pixel_values need a model with input_mode='raw'")
-            image_features = self._run(self.image_tower, check_pixel_values(pixel_values))
+            image_features = self._run(self.image_tower, "image", check_pixel_values(pixel_values))
         if image_features is None:
             raise ValueError("give image_features or pixel_values")
         return check_features(image_features, self.image_feature_dim, "image_features")
@@ -70,17 +78,18 @@ class ModalityInputs(nn.Module):
             tokens = check_tokens(
                 input_ids, attention_mask, tower.vocab_size, tower.max_position_embeddings
             )
-            text_features = self._run(self.text_tower, *tokens)
+            text_features = self._run(self.text_tower, "text", *tokens)
         if text_features is None:
             raise ValueError("give text_features or input_ids")
         return check_features(text_features, self.text_feature_dim, "text_features")
 
 
-def add_towers(model: nn.Module) -> nn.Module:
+def add_towers(model: nn.Module, feature_statistics: dict | None = None) -> nn.Module:
     """Give a model trained on tower features the pretrained towers themselves (raw mode).
 
     Its heads stay as trained; afterwards it also takes `pixel_values` / `input_ids`, and
-    `save_pretrained` writes a checkpoint that carries the towers.
+    `save_pretrained` writes a checkpoint that carries the towers. `feature_statistics` (a fitted
+    processor's, used on the training features) standardise the towers' outputs the same way.
     """
     config = model.config
     for name, dim in TOWER_DIMS.items():
@@ -91,4 +100,8 @@ def add_towers(model: nn.Module) -> nn.Module:
             )
     config.input_mode = "raw"
     model.inputs = ModalityInputs(config)
+    for name, statistics in (feature_statistics or {}).items():
+        prefix = name.removesuffix("s")  # image_features -> image_feature
+        for key in ("mean", "scale"):
+            getattr(model.inputs, f"{prefix}_{key}").copy_(torch.tensor(statistics[key]))
     return model

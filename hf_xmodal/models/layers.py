@@ -75,19 +75,21 @@ def check_pixel_values(pixel_values) -> torch.Tensor:
 def check_tokens(
     input_ids, attention_mask, vocab_size: int, max_length: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids `(batch, length)` within the vocabulary and position table, and an attention
-    mask of 0/1 with at least one token per row (all ones when not given)."""
+    """Token ids `(batch, length)` — or `(batch, windows, length)` for texts cut into windows —
+    within the vocabulary and position table, and an attention mask of 0/1 with at least one
+    token per text (all ones when not given)."""
     ids = as_tensor(input_ids, "input_ids")
     if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
         raise ValueError(f"input_ids must be integer token ids, got {ids.dtype}")
-    if ids.ndim != 2 or 0 in ids.shape:
+    if ids.ndim not in (2, 3) or 0 in ids.shape:
         raise ValueError(
-            f"input_ids must be (batch, length) with at least one token, got {tuple(ids.shape)}"
+            "input_ids must be (batch, length) or (batch, windows, length) with at least one "
+            f"token, got {tuple(ids.shape)}"
         )
-    if ids.shape[1] > max_length:
+    if ids.shape[-1] > max_length:
         raise ValueError(
-            f"input_ids have {ids.shape[1]} tokens, more than the text tower's {max_length} "
-            "positions: truncate them (the tower processor does)"
+            f"input_ids have {ids.shape[-1]} tokens, more than the text tower's {max_length} "
+            "positions: cut them into windows (the tower processor does)"
         )
     if ids.min() < 0 or ids.max() >= vocab_size:
         raise ValueError(
@@ -103,7 +105,7 @@ def check_tokens(
         )
     if not ((mask == 0) | (mask == 1)).all():
         raise ValueError("attention_mask must hold 0 and 1 only")
-    empty = (mask == 0).all(1).nonzero().flatten()
+    empty = (mask == 0).flatten(1).all(1).nonzero().flatten()
     if len(empty):
         raise ValueError(
             f"attention_mask rows {empty[:5].tolist()} mask every token: such a text has no "

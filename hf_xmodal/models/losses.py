@@ -20,6 +20,25 @@ def unit_distance(a: torch.Tensor, b: torch.Tensor, squared: bool = False) -> to
     return d2 if squared else d2.clamp(min=1e-12).sqrt()
 
 
+def info_nce(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    temperature: float,
+    same: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of pairs: row i's only positive is its own pair, scored by
+    cosine / `temperature`, against every other row of the other medium; pairs marked in the
+    boolean `[batch, batch]` mask `same` (e.g. other captions of one image) are left out of the
+    negatives. ½ (CE(image → text) + CE(text → image))."""
+    u, v = F.normalize(image_embeds, dim=1), F.normalize(text_embeds, dim=1)
+    logits = u @ v.T / temperature
+    if same is not None:
+        same = same.clone().fill_diagonal_(False)
+        logits = logits.masked_fill(same, -math.inf)
+    target = torch.arange(len(u), device=u.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
 def weighted_sum(
     terms: dict[str, torch.Tensor], weights: dict[str, float]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -131,6 +131,8 @@ class DAMLModel(DAMLPreTrainedModel):
             terms["label_classification"] = F.cross_entropy(
                 out.image_logits, target
             ) + F.cross_entropy(out.text_logits, target)
+        if config.instance_contrastive_weight > 0:
+            terms["instance_contrastive"] = self.instance_contrastive(u, v, labels)
         weights = {name: getattr(config, f"{name}_weight") for name in terms}
         out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out

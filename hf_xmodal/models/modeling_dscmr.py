@@ -90,6 +90,8 @@ class DSCMRModel(DSCMRPreTrainedModel):
             # J3 = ||U - V||_F (row-wise L2, averaged)
             "modality_invariance": (u - v).norm(dim=1).mean(),
         }
+        if self.config.instance_contrastive_weight > 0:
+            terms["instance_contrastive"] = self.instance_contrastive(u, v, labels)
         weights = {name: getattr(self.config, f"{name}_weight") for name in terms}
         out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out

@@ -248,5 +248,8 @@ class UNCSMModel(UNCSMPreTrainedModel):
             bce = F.binary_cross_entropy_with_logits(logits, relevant.float(), reduction="none")
             terms["metric"] = balanced_pair_mean(bce, relevant)
             weights["metric"] = c.metric_weight
+        if c.instance_contrastive_weight > 0:
+            terms["instance_contrastive"] = self.instance_contrastive(u, v, labels)
+            weights["instance_contrastive"] = c.instance_contrastive_weight
         out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out

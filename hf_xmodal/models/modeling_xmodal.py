@@ -13,6 +13,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
+from .layers import gather_batch
+from .losses import info_nce
+
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
@@ -155,6 +158,19 @@ class XmodalPreTrainedModel(PreTrainedModel):
         if text_features is not None or input_ids is not None:
             v = self.get_text_features(text_features, input_ids, attention_mask)
         return u, v
+
+    def instance_contrastive(
+        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """The optional instance-level term (`config.instance_contrastive_weight`): symmetric
+        InfoNCE over the whole batch across processes, items sharing a label (caption data: the
+        same image) left out of each other's negatives."""
+        u, v, labels = gather_batch(image_embeds), gather_batch(text_embeds), gather_batch(labels)
+        if labels.ndim == 1:
+            same = labels[:, None] == labels[None, :]
+        else:
+            same = labels.float() @ labels.float().T > 0
+        return info_nce(u, v, self.config.instance_temperature, same)
 
     @staticmethod
     def loss_requested(labels: torch.Tensor | None, return_loss: bool | None) -> bool:

@@ -11,30 +11,131 @@ from transformers import BatchFeature, ProcessorMixin
 
 from .configuration_xmodal import TOWER_DIMS
 from .layers import check_features
-from .towers import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, RESIZE_SIZE, TEXT_MAX_LENGTH, minilm_folder
+from .towers import (
+    IMAGE_MEAN,
+    IMAGE_SIZE,
+    IMAGE_STD,
+    MAX_TEXT_CHUNKS,
+    RESIZE_SIZE,
+    TEXT_MAX_LENGTH,
+    minilm_folder,
+)
 
 
-class XmodalProcessor(ProcessorMixin):
+def feature_statistics(features: np.ndarray | torch.Tensor, name: str) -> dict[str, list[float]]:
+    """Per-feature mean and scale of `features` (computed in float64): the scale is the feature's
+    standard deviation (1 for a constant feature) times √dim, so that a standardised row has an
+    expected squared norm of 1 (about the size of a normalised histogram or topic vector) whatever
+    the number of features."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"fitting {name} needs a (rows >= 2, dim) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"cannot fit on {name}: it contains NaN or inf")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    constant = scale <= 1e-12 * np.maximum(1.0, np.abs(mean))
+    scale[constant] = 1.0
+    scale *= np.sqrt(x.shape[1])
+    return {"mean": mean.tolist(), "scale": scale.tolist()}
+
+
+class FeatureStandardization:
+    """Per-feature standardisation of image and text features, learned from training features.
+
+    `fit` stores each modality's mean and scale in `feature_statistics` (saved with the
+    processor's config; see :func:`feature_statistics`); every call then maps features `x` to
+    `(x − mean) / scale`, so inputs on any affine scale per feature reach the model alike.
+    `standardize=False` switches it off; an unfitted processor passes features through unchanged.
+    """
+
+    standardize: bool
+    feature_statistics: dict[str, dict[str, list[float]]] | None
+
+    def fit(
+        self,
+        image_features: np.ndarray | torch.Tensor | None = None,
+        text_features: np.ndarray | torch.Tensor | None = None,
+    ):
+        """Learn the mean and scale of the modalities given (the training split's features)."""
+        given = {"image_features": image_features, "text_features": text_features}
+        if all(v is None for v in given.values()):
+            raise ValueError("give image_features, text_features or both to fit on")
+        statistics = dict(self.feature_statistics or {})
+        for name, values in given.items():
+            if values is not None:
+                statistics[name] = feature_statistics(values, name)
+                dim = len(statistics[name]["mean"])
+                if dim != self.feature_dims()[name]:
+                    raise ValueError(
+                        f"{name} have {dim} columns, expected {self.feature_dims()[name]}"
+                    )
+        self.feature_statistics = statistics
+        return self
+
+    @property
+    def applied_statistics(self) -> dict[str, dict[str, list[float]]] | None:
+        """The statistics every call applies: None when switched off or not fitted."""
+        return self.feature_statistics if self.standardize and self.feature_statistics else None
+
+    def feature_dims(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def standardized(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """`features` of modality `name` after standardisation (unchanged if switched off or
+        unfitted)."""
+        statistics = (self.applied_statistics or {}).get(name)
+        if statistics is None:
+            return features
+        mean = torch.tensor(statistics["mean"], dtype=torch.float64)
+        scale = torch.tensor(statistics["scale"], dtype=torch.float64)
+        return ((features.double() - mean) / scale).to(features.dtype)
+
+    def _features(self, values, name: str) -> torch.Tensor:
+        return self.standardized(name, check_features(values, self.feature_dims()[name], name))
+
+
+class XmodalProcessor(FeatureStandardization, ProcessorMixin):
     """Turns per-modality feature arrays into the tensors a model's `forward` takes.
 
     Checks each array's width against the model's input sizes and rejects NaN/inf, so a wrong
-    input fails here with its name rather than deep inside the network.
+    input fails here with its name rather than deep inside the network; then standardises each
+    feature with the mean and scale learned by `fit` on the training split (`scripts/train.py`
+    fits it; the statistics are saved in `processor_config.json` and applied at inference).
 
     Args:
         image_feature_dim: width of the image features the model expects.
         text_feature_dim: width of the text features the model expects.
+        standardize: apply the fitted standardisation (default True; False passes features
+            through as they are).
+        feature_statistics: `{"image_features": {"mean": [...], "scale": [...]}, ...}`, as
+            written by `fit`.
 
     Example:
+        >>> train = np.random.default_rng(0).normal(5, 100, size=(50, 128))
         >>> processor = XmodalProcessor(image_feature_dim=128, text_feature_dim=10)
-        >>> batch = processor(image_features=np.zeros((2, 128)), text_features=np.ones((2, 10)))
+        >>> processor = processor.fit(image_features=train, text_features=np.ones((50, 10)))
+        >>> batch = processor(image_features=train[:2], text_features=np.ones((2, 10)))
         >>> batch["image_features"].shape
         torch.Size([2, 128])
     """
 
-    def __init__(self, image_feature_dim: int = 128, text_feature_dim: int = 10, **kwargs):
+    def __init__(
+        self,
+        image_feature_dim: int = 128,
+        text_feature_dim: int = 10,
+        standardize: bool = True,
+        feature_statistics: dict | None = None,
+        **kwargs,
+    ):
         self.image_feature_dim = image_feature_dim
         self.text_feature_dim = text_feature_dim
+        self.standardize = standardize
+        self.feature_statistics = feature_statistics
         super().__init__(**kwargs)
+
+    def feature_dims(self) -> dict[str, int]:
+        return {"image_features": self.image_feature_dim, "text_features": self.text_feature_dim}
 
     def __call__(
         self,
@@ -44,22 +145,22 @@ class XmodalProcessor(ProcessorMixin):
     ) -> BatchFeature:
         if image_features is None and text_features is None:
             raise ValueError("give image_features, text_features or both")
-        data = {}
-        for name, values, dim in (
-            ("image_features", image_features, self.image_feature_dim),
-            ("text_features", text_features, self.text_feature_dim),
-        ):
-            if values is not None:
-                data[name] = check_features(values, dim, name)
+        given = {"image_features": image_features, "text_features": text_features}
+        data = {n: self._features(v, n) for n, v in given.items() if v is not None}
         return BatchFeature(data, tensor_type=return_tensors)
 
 
-class XmodalTowerProcessor(ProcessorMixin):
+class XmodalTowerProcessor(FeatureStandardization, ProcessorMixin):
     """Images and texts → the inputs of a raw-mode model's pretrained towers.
 
     Pairs the image processor of the image tower (resize 256 bicubic, centre crop 224,
-    mean = std = 0.5) with the text tower's tokenizer (MiniLM, at most 64 tokens). Precomputed
-    tower features pass through checked, as with :class:`XmodalProcessor`.
+    mean = std = 0.5) with the text tower's tokenizer (MiniLM, windows of 64 tokens). A text
+    longer than one window is cut into consecutive windows (at most `max_text_chunks`), each
+    with its own `[CLS]`/`[SEP]`; `input_ids` is then `(texts, windows, 64)`, all-padding windows
+    filling the shorter texts, and the tower averages the windows' sentence vectors. When every
+    text fits one window, `input_ids` is `(texts, length)` as usual. Precomputed tower features
+    pass through checked and standardised as with :class:`XmodalProcessor`; a raw-mode model
+    standardises its towers' outputs with the same statistics (:func:`add_towers`).
 
     Example:
         >>> processor = XmodalTowerProcessor.from_towers()
@@ -68,12 +169,25 @@ class XmodalTowerProcessor(ProcessorMixin):
         ['attention_mask', 'input_ids', 'pixel_values']
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        standardize: bool = True,
+        feature_statistics: dict | None = None,
+        max_text_chunks: int = MAX_TEXT_CHUNKS,
+        **kwargs,
+    ):
+        if max_text_chunks < 1:
+            raise ValueError(f"max_text_chunks must be >= 1, got {max_text_chunks}")
+        self.standardize = standardize
+        self.feature_statistics = feature_statistics
+        self.max_text_chunks = max_text_chunks
         super().__init__(image_processor, tokenizer, **kwargs)
 
     @classmethod
-    def from_towers(cls) -> "XmodalTowerProcessor":
-        """The processor of the packaged towers (no download)."""
+    def from_towers(cls, **kwargs) -> "XmodalTowerProcessor":
+        """The processor of the packaged towers (no download); `kwargs` as in `__init__`."""
         from transformers import AutoTokenizer, CLIPImageProcessor
 
         image_processor = CLIPImageProcessor(
@@ -84,7 +198,40 @@ class XmodalTowerProcessor(ProcessorMixin):
             image_std=list(IMAGE_STD),
         )
         tokenizer = AutoTokenizer.from_pretrained(minilm_folder(), model_max_length=TEXT_MAX_LENGTH)
-        return cls(image_processor=image_processor, tokenizer=tokenizer)
+        return cls(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+
+    def feature_dims(self) -> dict[str, int]:
+        return {
+            "image_features": TOWER_DIMS["image_feature_dim"],
+            "text_features": TOWER_DIMS["text_feature_dim"],
+        }
+
+    def tokenize(self, text: str | list[str]) -> dict[str, torch.Tensor]:
+        """Token windows of each text: `(texts, length)` if all fit one window, else
+        `(texts, windows, 64)`."""
+        texts = _check_texts(text)
+        tokens = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=TEXT_MAX_LENGTH,
+            return_overflowing_tokens=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        owner = tokens["overflow_to_sample_mapping"]
+        if len(owner) == len(texts):
+            return {k: tokens[k] for k in ("input_ids", "attention_mask")}
+        first = torch.searchsorted(owner, owner, right=False)
+        window = torch.arange(len(owner)) - first
+        keep = window < self.max_text_chunks
+        n_windows = int(window[keep].max()) + 1
+        out = {}
+        for key in ("input_ids", "attention_mask"):
+            values = tokens[key]
+            padded = values.new_zeros(len(texts), n_windows, values.shape[1])
+            padded[owner[keep], window[keep]] = values[keep]
+            out[key] = padded
+        return out
 
     def __call__(
         self,
@@ -102,18 +249,9 @@ class XmodalTowerProcessor(ProcessorMixin):
                 images=_check_images(images), return_tensors="pt"
             )["pixel_values"]
         if text is not None:
-            data.update(
-                self.tokenizer(
-                    _check_texts(text), padding=True, truncation=True, return_tensors="pt"
-                )
-            )
-            data.pop("token_type_ids", None)
-        for name, values, dim in (
-            ("image_features", image_features, TOWER_DIMS["image_feature_dim"]),
-            ("text_features", text_features, TOWER_DIMS["text_feature_dim"]),
-        ):
-            if values is not None:
-                data[name] = check_features(values, dim, name)
+            data.update(self.tokenize(text))
+        given = {"image_features": image_features, "text_features": text_features}
+        data.update({n: self._features(v, n) for n, v in given.items() if v is not None})
         return BatchFeature(data, tensor_type=return_tensors)
 
 

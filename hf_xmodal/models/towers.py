@@ -24,6 +24,8 @@ TEXT_TOWER_DIM = 384
 IMAGE_SIZE, RESIZE_SIZE = 224, 256
 IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)
 TEXT_MAX_LENGTH = 64
+MAX_TEXT_CHUNKS = 16
+"""Longer texts are encoded as consecutive 64-token windows, at most this many (1,024 tokens)."""
 
 _STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 _STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
@@ -166,7 +168,12 @@ class ImageTower(nn.Module):
 
 
 class TextTower(nn.Module):
-    """Token ids → mean-pooled, L2-normalised 384-d sentence vectors, or token states."""
+    """Token ids → mean-pooled, L2-normalised 384-d sentence vectors, or token states.
+
+    Ids of shape `(batch, windows, length)` hold a long text's consecutive token windows (see
+    `XmodalTowerProcessor.tokenize`): each window is encoded alone and a text's vector is the
+    L2-normalised mean of its windows' sentence vectors (all-padding windows are skipped).
+    """
 
     def __init__(self, config: dict, pretrained: bool):
         super().__init__()
@@ -176,9 +183,25 @@ class TextTower(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: bool = False
     ) -> torch.Tensor:
         """Sentence vectors `(batch, 384)`, or with `tokens` the `(batch, length, 384)` states."""
+        if input_ids.ndim == 3:
+            if tokens:
+                raise ValueError("token states need (batch, length) ids, not windows")
+            return self._windowed(input_ids, attention_mask)
         states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if tokens:
             return states
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, dim=-1)
+
+    def _windowed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, n_windows, length = input_ids.shape
+        used = attention_mask.any(dim=-1)  # (batch, windows)
+        if not used.any(dim=1).all():
+            raise ValueError("every text needs at least one non-empty token window")
+        flat = used.flatten().nonzero().squeeze(1)
+        vectors = self(
+            input_ids.reshape(-1, length)[flat], attention_mask.reshape(-1, length)[flat]
+        )
+        summed = vectors.new_zeros(batch * n_windows, vectors.shape[1]).index_add(0, flat, vectors)
+        return F.normalize(summed.view(batch, n_windows, -1).sum(1), dim=-1)

@@ -1,7 +1,8 @@
-"""Training: the loop behind `scripts/train.py` (`main`), evaluation, results files, and the
-callback that trains a model with `transformers.Trainer`."""
+"""Training: the loop behind `scripts/train.py` (`main`), evaluation, results files, validation
+splits, presets, and the callback that trains a model with `transformers.Trainer`."""
 
 from .evaluation import embed_split, pr_curves, score_embeddings, unique_images
+from .presets import PRESET_NAMES, PRESETS, preset_for, preset_overrides
 from .results import (
     RESULTS_FILE,
     config_hash,
@@ -13,14 +14,19 @@ from .results import (
     summarize,
     write_results,
 )
+from .splits import VALIDATION_HELP, describe_validation, require_splits, with_validation
 from .trainer import TrainArguments, main
 from .trainer_callback import TrainingHooksCallback
 
 __all__ = [
+    "PRESETS",
+    "PRESET_NAMES",
     "RESULTS_FILE",
+    "VALIDATION_HELP",
     "TrainArguments",
     "TrainingHooksCallback",
     "config_hash",
+    "describe_validation",
     "embed_split",
     "headline",
     "headline_metrics",
@@ -28,9 +34,13 @@ __all__ = [
     "main",
     "mean_std",
     "pr_curves",
+    "preset_for",
+    "preset_overrides",
+    "require_splits",
     "score_embeddings",
     "selection_key",
     "summarize",
     "unique_images",
+    "with_validation",
     "write_results",
 ]

@@ -37,7 +37,9 @@ from ..files import atomic_write
 from ..models import MODELS, TOWER_DIMS, XmodalProcessor, XmodalTowerProcessor, add_towers
 from ..models.modeling_xmodal import XmodalPreTrainedModel, label_column, paired_stream
 from .evaluation import embed_split, pr_curves, score_embeddings
+from .presets import PRESET_NAMES, preset_for, preset_overrides
 from .results import RESULTS_FILE, config_hash, headline, selection_key, write_results
+from .splits import VALIDATION_HELP, describe_validation, require_splits, with_validation
 
 logger = get_logger(__name__)  # the main process logs
 
@@ -66,8 +68,26 @@ class TrainArguments:
     source_data_dir: str | None = field(
         default=None, metadata={"help": "folder of the source dataset (as --data_dir)"}
     )
+    validation_size: str | None = field(default=None, metadata={"help": VALIDATION_HELP})
+    validation_from: str | None = field(
+        default=None, metadata={"help": "train or test: the split a validation split comes from"}
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"settings per kind of relevance, one of {PRESET_NAMES} (default: caption for "
+            "caption data, class otherwise)"
+        },
+    )
     model_config: str | None = field(
-        default=None, metadata={"help": "JSON of config overrides, e.g. '{\"embed_dim\": 256}'"}
+        default=None,
+        metadata={
+            "help": "JSON of config overrides over the preset's, e.g. '{\"embed_dim\": 256}'"
+        },
+    )
+    standardize: bool = field(
+        default=True,
+        metadata={"help": "standardise each feature with the train split's mean and scale"},
     )
     output_dir: str | None = field(
         default=None, metadata={"help": "default: runs/<model>-<dataset>-seed<seed>"}
@@ -111,6 +131,8 @@ class Run:
     schedule: list[str]  # the training stage of each epoch
     captions: bool  # caption data (Recall@K) rather than labelled pairs (MAP)
     split_sizes: dict[str, int]
+    validation_split: dict | None  # how a validation split was made, if the data had none
+    processor: XmodalProcessor  # fitted on the train split; every split went through it
     output_dir: Path
 
     @property
@@ -165,21 +187,45 @@ def config_overrides(text: str | None) -> dict:
     return overrides
 
 
-def load_data(args: TrainArguments, model_class) -> tuple[DatasetDict, DatasetDict | None]:
-    """The target dataset (train/validation/test) and the source dataset if the model takes one."""
+def load_data(
+    args: TrainArguments, model_class
+) -> tuple[DatasetDict, DatasetDict | None, dict | None]:
+    """The target dataset (train/validation/test), the source dataset if the model takes one,
+    and how the validation split was made if the target had none."""
     if model_class.requires_source_dataset and args.source_dataset is None:
         raise SystemExit(f"--model {args.model} transfers from a source: pass --source_dataset")
     if not model_class.requires_source_dataset and args.source_dataset is not None:
         raise SystemExit(f"--model {args.model} trains on one dataset: drop --source_dataset")
     target = load_dataset_by_name(args.dataset, args.data_dir)
-    missing = [s for s in SPLITS if s not in target]
-    if missing:
-        raise SystemExit(f"the dataset lacks the split(s) {missing}; it has {list(target)}")
+    target, validation_split = with_validation(target, args.validation_size, args.validation_from)
+    require_splits(target, SPLITS)
     validate_feature_dataset(target["train"])
     source = None
     if args.source_dataset is not None:
         source = load_dataset_by_name(args.source_dataset, args.source_data_dir)
-    return target, source
+    return target, source, validation_split
+
+
+def standardized(
+    target: DatasetDict, source: DatasetDict | None, standardize: bool
+) -> tuple[XmodalProcessor, DatasetDict, DatasetDict | None]:
+    """The processor fitted on the target's train split, and the datasets passed through it:
+    the inputs that the saved model and processor reproduce."""
+    train = target["train"].with_format("numpy")[:]
+    image, text = train["image_features"], train["text_features"]
+    processor = XmodalProcessor(image.shape[1], text.shape[1], standardize=standardize)
+    processor.fit(image, text)
+    if processor.applied_statistics is None:
+        return processor, target, source
+
+    def apply(batch):
+        out = processor(batch["image_features"], batch["text_features"], return_tensors="np")
+        return dict(out)
+
+    def process(data):
+        return data.map(apply, batched=True, batch_size=4096, keep_in_memory=True)
+
+    return processor, process(target), None if source is None else process(source)
 
 
 def build_loaders(args, accelerator, model, target: DatasetDict, source: DatasetDict | None):
@@ -224,9 +270,20 @@ def setup(args: TrainArguments) -> Run:
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process and not args.resume and latest_checkpoint(output_dir):
         raise SystemExit(f"{output_dir} already holds a run: pass --resume or another --output_dir")
-    target, source = load_data(args, model_class)
+    target, source, validation_split = load_data(args, model_class)
+    if validation_split:
+        accelerator.print(describe_validation(validation_split))
+    processor, target, source = standardized(target, source, args.standardize)
+    args.preset = args.preset or preset_for(target["train"])  # recorded with the arguments
+    try:
+        overrides = preset_overrides(
+            args.preset, model_class.config_class.model_type, model_class.config_class
+        )
+    except ValueError as e:
+        raise SystemExit(f"--preset: {e}") from None
     config = model_class.config_class(
-        **model_class.config_from_datasets(target, source), **config_overrides(args.model_config)
+        **model_class.config_from_datasets(target, source),
+        **{**overrides, **config_overrides(args.model_config)},
     )
     model = model_class(config)
     streams, (validation, test) = build_loaders(args, accelerator, model, target, source)
@@ -252,6 +309,8 @@ def setup(args: TrainArguments) -> Run:
         schedule=stage_schedule(accelerator.unwrap_model(model), args.epochs),
         captions=label_column(target["train"]) == "image_index",
         split_sizes={s: len(target[s]) for s in SPLITS},
+        validation_split=validation_split,
+        processor=processor,
         output_dir=output_dir,
     )
 
@@ -434,12 +493,13 @@ def processor_for(run: Run):
     if with_towers is None:
         dims = (config.image_feature_dim, config.text_feature_dim)
         with_towers = dims == tuple(TOWER_DIMS.values())
+    fitted = run.processor
     if with_towers:
-        add_towers(run.unwrapped)
-        return XmodalTowerProcessor.from_towers()
-    return XmodalProcessor(
-        image_feature_dim=config.image_feature_dim, text_feature_dim=config.text_feature_dim
-    )
+        add_towers(run.unwrapped, fitted.applied_statistics)
+        return XmodalTowerProcessor.from_towers(
+            standardize=fitted.standardize, feature_statistics=fitted.feature_statistics
+        )
+    return fitted
 
 
 def evaluate_and_save(run: Run, state: dict, best_weights: dict) -> dict:
@@ -456,7 +516,9 @@ def evaluate_and_save(run: Run, state: dict, best_weights: dict) -> dict:
         "config": config,
         "config_hash": config_hash(config),
         "dataset": args.dataset,
+        "preset": args.preset,
         "split_sizes": run.split_sizes,
+        "validation_split": run.validation_split,
         "seed": args.seed,
         "hyperparameters": asdict(args),
         "test": test,

@@ -223,11 +223,13 @@ class Checkpoint:
 
     @torch.inference_mode()
     def embed_features(self, features: torch.Tensor, modality: str, desc: str) -> torch.Tensor:
-        """Embed tower features (`modality` "image" or "text") in batches, with a progress bar."""
+        """Embed tower features (`modality` "image" or "text") in batches, with a progress bar;
+        the processor standardises them as in training."""
         model = self.model
         embed = model.get_image_features if modality == "image" else model.get_text_features
+        name = f"{modality}_features"
         parts = [
-            embed(features[start : start + EMBED_BATCH])
+            embed(self.processor(**{name: features[start : start + EMBED_BATCH]})[name])
             for start in tqdm(range(0, len(features), EMBED_BATCH), desc=desc, unit="batch")
         ]
         return self._output(torch.cat(parts))
@@ -297,9 +299,11 @@ def load_checkpoint(source: str, name: str | None = None) -> Checkpoint:
                 f"{source} takes {dims[0]}-d image and {dims[1]}-d text features, not photos "
                 "and sentences: use a model trained on flickr8k_features or fashion_features"
             )
-        add_towers(model)
+        add_towers(model, processor.applied_statistics)
         model.eval()
-        processor = XmodalTowerProcessor.from_towers()
+        processor = XmodalTowerProcessor.from_towers(
+            standardize=processor.standardize, feature_statistics=processor.feature_statistics
+        )
     results = folder / RESULTS_FILE
     if not results.is_file():
         results = folder.parent / RESULTS_FILE
