@@ -83,8 +83,8 @@ def check_tokens(
         raise ValueError(f"input_ids must be integer token ids, got {ids.dtype}")
     if ids.ndim not in (2, 3) or 0 in ids.shape:
         raise ValueError(
-            "input_ids must be (batch, length) or (batch, windows, length) with at least one "
-            f"token, got {tuple(ids.shape)}"
+            "input_ids must be (batch, length) with at least one token (or (batch, windows, "
+            f"length) for a text cut into windows), got {tuple(ids.shape)}"
         )
     if ids.shape[-1] > max_length:
         raise ValueError(
