@@ -8,6 +8,8 @@ from importlib.metadata import version
 
 from .models import (
     MODELS,
+    CMSLConfig,
+    CMSLModel,
     CrossModalOutput,
     DAMLConfig,
     DAMLModel,
@@ -23,6 +25,8 @@ __version__ = version("hf_xmodal")
 
 __all__ = [
     "MODELS",
+    "CMSLConfig",
+    "CMSLModel",
     "CrossModalOutput",
     "CrossModalRetrievalPipeline",
     "DAMLConfig",

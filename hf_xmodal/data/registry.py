@@ -24,7 +24,8 @@ _FROM_FOLDER: dict[str, Callable[..., DatasetDict]] = {
     "fashion": load_fashion,
 }
 _TOWER_FEATURES = {"flickr8k_features": "flickr8k", "fashion_features": "fashion"}
-DATASET_NAMES = (*_BUNDLED, *_FROM_FOLDER, *_TOWER_FEATURES, "wikipedia_minilm")
+_REGION_FEATURES = {"flickr8k_regions": "flickr8k", "fashion_regions": "fashion"}
+DATASET_NAMES = (*_BUNDLED, *_FROM_FOLDER, *_TOWER_FEATURES, "wikipedia_minilm", *_REGION_FEATURES)
 
 
 def load_dataset_by_name(
@@ -38,7 +39,10 @@ def load_dataset_by_name(
     Names: ``wikipedia`` (train/validation/test), ``wikipedia_full_test`` (train/test with the
     whole official test set), ``flickr8k`` and ``fashion`` (``data_dir``: raw or saved folder,
     default under ``../shared/data``); with pretrained-tower features (extracted once, then
-    cached): ``flickr8k_features``, ``fashion_features`` and ``wikipedia_minilm``.
+    cached): ``flickr8k_features``, ``fashion_features`` and ``wikipedia_minilm``; with the image
+    tower's region maps and the texts' words as well: ``flickr8k_regions``, ``fashion_regions``
+    (Fashion there with multi-label relevance over master category, sub category and article
+    type).
     A path may be a DatasetDict saved with ``save_to_disk``
     or a feature file/folder for :func:`load_paired_features` (``validation_size`` and
     ``validation_from`` apply there).
@@ -47,6 +51,10 @@ def load_dataset_by_name(
     if key in DATASET_NAMES:
         if validation_size is not None:
             raise ValueError(f"validation_size only applies to feature files, not to '{key}'")
+        if key in _REGION_FEATURES:
+            from .regions import load_region_features
+
+            return load_region_features(_REGION_FEATURES[key], data_dir)
         if key in _TOWER_FEATURES or key == "wikipedia_minilm":
             from .extraction import load_tower_features
 

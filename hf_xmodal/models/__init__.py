@@ -6,11 +6,13 @@ file, so the configs, models, processor and the pieces they share sit side by si
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
+from .configuration_cmsl import CMSLConfig
 from .configuration_daml import DAMLConfig
 from .configuration_dscmr import DSCMRConfig
 from .configuration_uncsm import UNCSMConfig
 from .configuration_xmodal import TOWER_DIMS, XmodalConfig
 from .inputs import add_towers
+from .modeling_cmsl import CMSLModel, CMSLPreTrainedModel
 from .modeling_daml import DAMLModel, DAMLPreTrainedModel
 from .modeling_dscmr import DSCMRModel, DSCMRPreTrainedModel
 from .modeling_outputs import CrossModalOutput
@@ -21,6 +23,7 @@ MODELS = {
     "dscmr": (DSCMRConfig, DSCMRModel),
     "daml": (DAMLConfig, DAMLModel),
     "uncsm": (UNCSMConfig, UNCSMModel),
+    "cmsl": (CMSLConfig, CMSLModel),
 }
 """Model name (its `model_type`) → (config class, model class)."""
 
@@ -39,6 +42,9 @@ XmodalTowerProcessor.register_for_auto_class()
 __all__ = [
     "MODELS",
     "TOWER_DIMS",
+    "CMSLConfig",
+    "CMSLModel",
+    "CMSLPreTrainedModel",
     "CrossModalOutput",
     "DAMLConfig",
     "DAMLModel",

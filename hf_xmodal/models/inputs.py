@@ -64,6 +64,15 @@ class ModalityInputs(nn.Module):
             raise ValueError("give image_features or pixel_values")
         return check_features(image_features, self.image_feature_dim, "image_features")
 
+    def image_with_regions(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw mode: pooled features `(batch, image_feature_dim)` and the region map of the image
+        tower's last block, regions first `(batch, 49, 320)`."""
+        if self.image_tower is None:
+            raise ValueError("pixel_values need a model with input_mode='raw'")
+        pixel_values = check_pixel_values(pixel_values)
+        block_map, pooled = self._run(self.image_tower.regions_and_pooled, pixel_values)
+        return pooled, block_map.flatten(2).transpose(1, 2)
+
     def text(
         self,
         text_features: torch.Tensor | None = None,

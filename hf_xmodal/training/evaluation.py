@@ -31,9 +31,7 @@ def embed_split(
     unwrapped.eval()
     parts: dict[str, list[torch.Tensor]] = {"image_embeds": [], "text_embeds": [], "labels": []}
     for batch in dataloader:
-        out = unwrapped(
-            image_features=batch["image_features"], text_features=batch["text_features"]
-        )
+        out = unwrapped(**{k: v for k, v in batch.items() if k != "labels"})
         gathered = accelerator.gather_for_metrics(
             (out.image_embeds, out.text_embeds, batch["labels"])
         )
