@@ -403,7 +403,7 @@ def test_trains_through_the_script_and_ranks_by_hamming(tmp_path):
     results = train.main(
         [
             *("--model", "cmsl", "--dataset", str(data), "--epochs", "20", "--batch_size", "30"),
-                *("--learning_rate", "0.005", "--eval_every", "5"),
+            *("--learning_rate", "0.005", "--eval_every", "5"),
             *("--model_config", json.dumps(SCRIPT_CONFIG), "--output_dir", str(tmp_path / "run")),
         ]
     )

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 import hf_xmodal
-from hf_xmodal.models import DAMLModel, DSCMRModel, UNCSMModel, XmodalProcessor
+from hf_xmodal.models import CMSLModel, DAMLModel, DSCMRModel, UNCSMModel, XmodalProcessor
 
 NUM_LABELS = 4
 IMAGE_DIM, TEXT_DIM = 12, 6
@@ -33,6 +33,13 @@ MODEL_CASES = [
         UNCSMModel,
         {"hidden_dim": 16, "embed_dim": 8, "metric_hidden_dims": [8, 4]},
         id="uncsm",
+    ),
+    # Codes from the global vectors only: the matrix's batches have no region maps or words
+    # (tests/test_cmsl.py covers local saliency and the semantic graph).
+    pytest.param(
+        CMSLModel,
+        {"code_bits": 16, "hidden_dim": 16, "embed_dim": 8, "local_saliency_weight": 0.0},
+        id="cmsl",
     ),
 ]
 
