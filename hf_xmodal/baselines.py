@@ -266,3 +266,33 @@ def select_on_validation(
         if best is None or metrics[key] > best.validation[key]:
             best = Selection(model, params, metrics, points)
     return best
+
+
+class SignOfRotation:
+    """Binary codes from a float model: b = sign((x − μ) R) with R a random orthogonal `dim × dim`
+    rotation and μ the mean training embedding (the plain "hash the float model" baseline; with
+    the model's `embed_dim` equal to the bits, codes of equal length).
+
+    Example:
+        >>> codes = SignOfRotation(seed=0).fit(train_embeddings).transform(test_embeddings)
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, embeddings: Any) -> SignOfRotation:
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim != 2 or len(x) == 0 or not np.isfinite(x).all():
+            raise ValueError(f"embeddings must be a finite, non-empty 2-D array, got {x.shape}")
+        rng = np.random.default_rng(self.seed)
+        q, r = np.linalg.qr(rng.standard_normal((x.shape[1], x.shape[1])))
+        self.rotation = q * np.sign(np.diag(r))  # uniformly random (Haar) orthogonal matrix
+        self.mean = x.mean(0)
+        return self
+
+    def transform(self, embeddings: Any) -> np.ndarray:
+        """±1 codes `(n, dim)` (float32; 0 → +1)."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.mean):
+            raise ValueError(f"embeddings must be (n, {len(self.mean)}), got {x.shape}")
+        return np.where((x - self.mean) @ self.rotation >= 0, 1.0, -1.0).astype(np.float32)

@@ -130,3 +130,22 @@ def test_infonce_heads_learn_planted_pairs_and_keep_the_best_validation_epoch():
         best["map_avg"]
     )
     assert best["map_avg"] > 0.3  # chance: about 0.05 for 100 pairs
+
+
+def test_sign_of_rotation_codes():
+    from hf_xmodal.baselines import SignOfRotation
+
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(200, 16)) + 3, rng.normal(size=(50, 16)) + 3
+    hasher = SignOfRotation(seed=1).fit(train)
+    rotation = hasher.rotation
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(16), atol=1e-10)
+    codes = hasher.transform(test)
+    assert codes.shape == (50, 16) and set(np.unique(codes)) <= {-1.0, 1.0}
+    np.testing.assert_array_equal(codes, np.sign((test - train.mean(0)) @ rotation))
+    # Centred on the training mean: each bit splits the data, not all +1 from the offset of 3.
+    assert 0.2 < (hasher.transform(train) > 0).mean() < 0.8
+    np.testing.assert_array_equal(SignOfRotation(seed=1).fit(train).transform(test), codes)
+    assert not np.array_equal(SignOfRotation(seed=2).fit(train).transform(test), codes)
+    with pytest.raises(ValueError, match="embeddings"):
+        hasher.transform(test[:, :8])

@@ -148,9 +148,14 @@ def test_fit_semantic_graph_sets_the_nodes_and_the_word_table():
     assert stats["graph_nodes"] == len(vocabulary) + 30
     graph_rows = model.graph_embeddings[vocabulary]
     torch.testing.assert_close(graph_rows.norm(dim=1), torch.ones(len(vocabulary)))
-    table = F.normalize(model.word_embeddings.weight[vocabulary], dim=1)
-    torch.testing.assert_close(table, graph_rows)  # the word table starts from DeepWalk
     assert model.graph_embeddings[~model.graph_words].abs().sum() == 0
+    # The words' vectors are their DeepWalk embeddings, through the trained projection.
+    assert model.word_embeddings is None
+    texts = vocabulary[:4].view(2, 2)
+    model.config.expansion_words = 0
+    _, words, mask = model._text(torch.zeros(2, 4), texts, None, None)
+    torch.testing.assert_close(words, model.word_projection(model.graph_embeddings[texts]))
+    assert mask.all()
 
     random_start = make_model(max_word_frequency=0.5, min_word_count=2, graph_word_embeddings=False)
     before = random_start.word_embeddings.weight.clone()
@@ -233,6 +238,21 @@ def test_each_loss_term_by_hand(binarization):
     torch.testing.assert_close(out.loss, sum(out.loss_terms.values()))
 
 
+def test_local_term_on_a_sample_of_the_images():
+    model, batch = make_model(local_sample_images=2), make_batch()
+    torch.manual_seed(5)
+    out = model(**batch)
+    torch.manual_seed(5)
+    columns = torch.randperm(6)[:2]
+    _, _, (_, regions), (_, words, mask) = codes_by_hand(model, batch)
+    y = F.one_hot(batch["labels"], NUM_LABELS).float()
+    sim = (y @ y.T > 0).float()[:, columns]
+    scales = [local_similarity(words, mask, r[columns], 10.0) for r in regions]
+    theta = 10.0 * (scales[0] + scales[1]) / 2
+    expected = (torch.log1p(torch.exp(theta)) - sim * theta).mean()
+    torch.testing.assert_close(out.loss_terms["local_saliency"], expected.detach())
+
+
 def test_straight_through_passes_the_gradient_to_h():
     model, batch = (
         make_model(binarization="straight_through", quantization_weight=0.0),
@@ -293,7 +313,7 @@ def test_codes_rank_by_hamming_in_evaluation():
 
 def test_switched_off_components_build_nothing_and_need_no_inputs():
     model = make_model(local_saliency_weight=0.0, quantization_weight=0.0)
-    assert model.region_embedding is None and model.word_embeddings is None
+    assert model.region_embedding is None and model.word_projection is None
     batch = make_batch()
     out = model(batch["image_features"], batch["text_features"], labels=batch["labels"])
     assert set(out.loss_terms) == {"correlation"}
@@ -301,15 +321,19 @@ def test_switched_off_components_build_nothing_and_need_no_inputs():
     assert set(full.loss_terms) == {"correlation", "local_saliency", "quantization"}
 
 
-def test_expansion_adds_words_to_each_text():
-    batch = make_batch()
-    model = make_model()
+def test_expansion_adds_words_to_each_text_and_padding_changes_nothing():
+    batch = make_batch()  # 3 words a text, then 2 columns of padding
+    model = make_model().eval()
     _, words, mask = model._text(batch["text_features"], batch["word_ids"], None, None)
-    assert words.shape[1] == 5 + 2 and mask[:, 5:].all()
+    assert words.shape[1] == 3 + 2 and mask[:, 3:].all()
     _, words, _ = make_model(expansion_words=0)._text(
         batch["text_features"], batch["word_ids"], None, None
     )
-    assert words.shape[1] == 5
+    assert words.shape[1] == 3
+    padded = torch.cat([batch["word_ids"], torch.zeros(6, 7, dtype=torch.long)], 1)
+    with torch.no_grad():
+        codes = model.get_text_features(batch["text_features"], batch["word_ids"])
+        torch.testing.assert_close(model.get_text_features(batch["text_features"], padded), codes)
 
 
 @pytest.mark.parametrize(

@@ -384,6 +384,8 @@ def test_registry(tmp_path):
         "flickr8k_features",
         "fashion",
         "fashion_features",
+        "flickr8k_regions",
+        "fashion_regions",
     }
     assert len(load_dataset_by_name("wikipedia_full_test")["test"]) == 693
     with pytest.raises(ValueError, match=r"unknown dataset 'mnist': choose one of \['wikipedia'"):

@@ -27,7 +27,7 @@ class CMSLConfig(XmodalConfig):
         code_bits (`int`, defaults to 64): bits per code, one of 16, 32, 64, 128 (paper: 16, 32,
             64).
         hidden_dim (`int`, defaults to 512): hidden size of each medium's global network.
-        embed_dim (`int`, defaults to 256): size of the fine-grained space shared by the global
+        embed_dim (`int`, defaults to 128): size of the fine-grained space shared by the global
             vectors, the regions and the words.
         dropout (`float`, defaults to 0.0): dropout after the hidden layer of the global networks.
         region_channels (`int`, defaults to 320): channels of the cached region maps (the image
@@ -45,6 +45,9 @@ class CMSLConfig(XmodalConfig):
             likelihood as the codes on θ = `local_logit_scale`·s (the weight); each item's code
             also takes its regions (words), pooled by attention to its own global vector. 0 makes
             the codes global only, and the model takes no regions or words.
+        local_sample_images (`int`, defaults to 25): the local similarity of the batch's texts
+            is computed with this many of the batch's images, drawn at random each step (its
+            cost grows with texts × images × words × regions); 0 takes every image.
         attention_temperature (`float`, defaults to 10.0): λ of the region-word attention (SCAN's
             λ₁ = 9 is a close published value).
         local_logit_scale (`float`, defaults to 10.0): scale of the local similarity in the
@@ -53,8 +56,9 @@ class CMSLConfig(XmodalConfig):
             tower's tokenizer (MiniLM's WordPiece vocabulary).
         pad_word_id (`int`, defaults to 0): the padding id in `word_ids`.
         graph_word_embeddings (`bool`, defaults to `True`): component 1, semantic word embeddings:
-            the word table starts from the DeepWalk embeddings of the semantic graph's word nodes;
-            `False` starts it at random.
+            words are the DeepWalk embeddings of the semantic graph's word nodes (centred, unit
+            length, fixed; a trained linear map takes them into the shared space); `False` learns
+            a word table from a random start instead.
         expansion_words (`int`, defaults to 5): component 1, semantic expansion: each text gets
             the k graph words nearest to its own words in the DeepWalk space as extra words; 0
             switches expansion off.
@@ -84,13 +88,14 @@ class CMSLConfig(XmodalConfig):
 
     code_bits: int = 64
     hidden_dim: int = 512
-    embed_dim: int = 256
+    embed_dim: int = 128
     dropout: float | int = 0.0
     region_channels: int = 320
     region_size: int = 7
     fine_regions: bool = True
     coarse_grid: int = 3
     local_saliency_weight: float | int = 1.0
+    local_sample_images: int = 25
     attention_temperature: float | int = 10.0
     local_logit_scale: float | int = 10.0
     word_vocab_size: int = 30522
@@ -138,7 +143,8 @@ class CMSLConfig(XmodalConfig):
             raise ValueError(f"max_word_frequency must be in (0, 1], got {self.max_word_frequency}")
         if not 0 <= self.pad_word_id < self.word_vocab_size:
             raise ValueError(f"pad_word_id must be in [0, word_vocab_size), got {self.pad_word_id}")
-        for name in ("expansion_words", "local_saliency_weight", "quantization_weight"):
+        names = ("expansion_words", "local_saliency_weight", "quantization_weight")
+        for name in (*names, "local_sample_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("attention_temperature", "local_logit_scale", "correlation_weight"):

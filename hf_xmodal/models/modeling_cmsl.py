@@ -86,10 +86,11 @@ class CMSLModel(CMSLPreTrainedModel):
         self.region_embedding = self.word_embeddings = self.word_projection = None
         if config.local_saliency:
             self.region_embedding = nn.Linear(config.region_channels, d)
-            self.word_embeddings = nn.Embedding(config.word_vocab_size, config.graph_dim)
+            if not config.graph_word_embeddings:  # else the fixed DeepWalk embeddings
+                self.word_embeddings = nn.Embedding(config.word_vocab_size, config.graph_dim)
             self.word_projection = nn.Linear(config.graph_dim, d)
         # The semantic graph's word nodes (all words until it is built) and their DeepWalk
-        # embeddings, which choose the expansion words.
+        # embeddings: the semantic word embeddings, and what chooses the expansion words.
         graph_words = torch.ones(config.word_vocab_size, dtype=torch.bool)
         graph_words[config.pad_word_id] = False
         self.register_buffer("graph_words", graph_words)
@@ -107,7 +108,7 @@ class CMSLModel(CMSLPreTrainedModel):
     ) -> dict[str, float]:
         """Build the image-word graph of the training texts (`word_ids` `(texts, length)`, text t
         of image `image_index[t]`), run DeepWalk, and set the word nodes, the expansion
-        embeddings and (with `graph_word_embeddings`) the start of the word table from it."""
+        embeddings (the semantic word embeddings) from it."""
         config = self.config
         if word_ids.ndim != 2 or word_ids.is_floating_point():
             raise ValueError(f"word_ids must be (texts, length) integers, got {word_ids.dtype}")
@@ -142,9 +143,6 @@ class CMSLModel(CMSLPreTrainedModel):
         words = F.normalize(words - words.mean(0), dim=1)
         self.graph_embeddings.zero_()
         self.graph_embeddings[vocabulary] = words.to(self.graph_embeddings)
-        if config.graph_word_embeddings:
-            table = self.word_embeddings.weight
-            table[vocabulary] = (words * table.norm(dim=1).mean()).to(table)
         return {**stats, "graph_nodes": graph.num_nodes, "graph_edges": graph.num_edges}
 
     @property
@@ -225,7 +223,9 @@ class CMSLModel(CMSLPreTrainedModel):
             )
         if word_ids.min() < 0 or word_ids.max() >= self.config.word_vocab_size:
             raise ValueError(f"word_ids must lie in [0, {self.config.word_vocab_size})")
-        word_ids = word_ids.long()
+        # Trailing columns that are padding in every row cost attention and change nothing.
+        used = (word_ids != self.config.pad_word_id).any(0).nonzero()
+        word_ids = word_ids[:, : int(used.max()) + 1 if len(used) else 1].long()
         mask = self.graph_words[word_ids]
         if self.config.expansion_words:
             extra, score = expansion_words(
@@ -233,7 +233,11 @@ class CMSLModel(CMSLPreTrainedModel):
             )
             word_ids = torch.cat([word_ids, extra], 1)
             mask = torch.cat([mask, torch.isfinite(score)], 1)
-        return g, self.word_projection(self.word_embeddings(word_ids)), mask
+        if self.word_embeddings is None:
+            vectors = self.graph_embeddings[word_ids]
+        else:
+            vectors = self.word_embeddings(word_ids)
+        return g, self.word_projection(vectors), mask
 
     def _image_code(self, g, regions) -> torch.Tensor:
         """h = tanh(W (global + attention-pooled regions, averaged over scales))."""
@@ -324,15 +328,21 @@ class CMSLModel(CMSLPreTrainedModel):
             + pairwise_likelihood(c_v @ all_v.T / 2, sim)
         }
         if config.local_saliency:
-            # L_local = mean log(1 + e^θ) − S θ over this batch's texts × all images,
-            # θ = κ · mean over scales of the region-word attention similarity
+            # L_local = mean log(1 + e^θ) − S θ over this batch's texts × the batch's images (or
+            # a random sample of them), θ = κ · mean over scales of the region-word attention
+            # similarity
             (_, regions), (_, words, mask) = image, text
+            regions = [gather_batch(r) for r in regions]
+            columns = torch.arange(len(regions[0]), device=sim.device)
+            if 0 < config.local_sample_images < len(columns):
+                columns = torch.randperm(len(columns), device=sim.device)
+                columns = columns[: config.local_sample_images]
             scores = [
-                local_similarity(words, mask, gather_batch(r), config.attention_temperature)
+                local_similarity(words, mask, r[columns], config.attention_temperature)
                 for r in regions
             ]
             theta = config.local_logit_scale * torch.stack(scores).mean(0)
-            terms["local_saliency"] = pairwise_likelihood(theta, sim)
+            terms["local_saliency"] = pairwise_likelihood(theta, sim[:, columns])
         if config.quantization_weight > 0:
             # L_quant = mean ‖b − h‖² per bit, both media
             terms["quantization"] = ((binarize(h_u) - h_u) ** 2).mean() + (

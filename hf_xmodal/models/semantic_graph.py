@@ -208,10 +208,13 @@ def expansion_words(
     unit = F.normalize(word_embeddings, dim=1)
     own = unit[text_words] * text_mask.unsqueeze(-1)
     query = F.normalize(own.sum(1), dim=1)
-    scores = query @ unit.T
-    allowed = candidates.unsqueeze(0).expand_as(scores).clone()
-    allowed.scatter_(1, text_words, False)
+    pool = candidates.nonzero().flatten()
+    scores = query @ unit[pool].T
+    allowed = ~(pool[None, :, None] == text_words[:, None, :]).any(-1)
     allowed &= text_mask.any(1, keepdim=True)
     scores = scores.masked_fill(~allowed, float("-inf"))
-    top, ids = scores.topk(min(k, scores.shape[1]), dim=1)
-    return ids, top
+    if scores.shape[1] < k:  # fewer candidates than k: pad with masked-out slots
+        scores = F.pad(scores, (0, k - scores.shape[1]), value=float("-inf"))
+        pool = F.pad(pool, (0, k - len(pool)), value=0)
+    top, index = scores.topk(k, dim=1)
+    return pool[index], top
