@@ -406,11 +406,14 @@ def synthetic_region_dataset(path):
     return path
 
 
-SCRIPT_CONFIG = {
-    k: v
-    for k, v in TINY.items()
-    if k not in ("image_feature_dim", "text_feature_dim", "num_labels")
-}
+DATA_FIELDS = (
+    "image_feature_dim",
+    "text_feature_dim",
+    "num_labels",
+    "region_channels",
+    "region_size",
+)
+SCRIPT_CONFIG = {k: v for k, v in TINY.items() if k not in DATA_FIELDS}  # the rest from the data
 
 
 def test_trains_through_the_script_and_ranks_by_hamming(tmp_path):
@@ -432,5 +435,6 @@ def test_trains_through_the_script_and_ranks_by_hamming(tmp_path):
         ]
     )
     assert results["config"]["retrieval_metric"] == "hamming"
+    assert (results["config"]["region_size"], results["config"]["region_channels"]) == (4, 3)
     assert "precision@hamming2_i2t" in results["test"]
     assert results["test"]["map_avg"] > 0.6  # chance is about 1/3

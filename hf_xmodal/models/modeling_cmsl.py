@@ -10,8 +10,9 @@ from transformers.utils import logging
 from .configuration_cmsl import CMSLConfig
 from .inputs import ModalityInputs
 from .layers import FeatureMLP, gather_batch, loss_targets
+from .losses import weighted_sum
 from .modeling_outputs import CrossModalOutput
-from .modeling_xmodal import XmodalPreTrainedModel
+from .modeling_xmodal import XmodalPreTrainedModel, paired_stream
 from .semantic_graph import build_semantic_graph, deepwalk, expansion_words, word_vocabulary
 
 logger = logging.get_logger(__name__)
@@ -151,15 +152,29 @@ class CMSLModel(CMSLPreTrainedModel):
         local = ("region_features", "word_ids") if self.config.local_saliency else ()
         return ("image_features", "text_features", *local)
 
+    @classmethod
+    def config_from_datasets(cls, target, source=None) -> dict:
+        """The base fields, and the region map's size and channels when the data has maps."""
+        fields = super().config_from_datasets(target, source)
+        split = target["train"]
+        if "region_features" in split.column_names:
+            regions, channels = split.features["region_features"].shape
+            side = round(regions**0.5)
+            if side * side != regions:
+                raise ValueError(f"region_features hold {regions} regions, not a square grid")
+            fields |= {"region_size": side, "region_channels": channels}
+        return fields
+
     def training_datasets(self, target, source=None) -> dict:
-        """Train on the target's training split, after building the semantic graph from its
-        words (`word_ids`) and images (`image_index` for caption data, else one image a row)."""
+        """The target's training pairs with their region maps and words, after building the
+        semantic graph from its words (`word_ids`) and images (`image_index` for caption data,
+        else one image a row)."""
         train = target["train"]
         if self.config.local_saliency:
             if "word_ids" not in train.column_names:
                 raise ValueError(
-                    f"CMSL's local saliency needs a 'word_ids' column (e.g. the dataset "
-                    f"'fashion_regions'); the training split has {train.column_names}"
+                    f"CMSL's local saliency needs 'region_features' and 'word_ids' (e.g. the "
+                    f"dataset 'fashion_regions'); the training split has {train.column_names}"
                 )
             columns = train.with_format("torch", columns=["word_ids"])[:]
             word_ids = columns["word_ids"].long()
@@ -169,7 +184,7 @@ class CMSLModel(CMSLPreTrainedModel):
                 image_index = torch.arange(len(train))
             stats = self.fit_semantic_graph(word_ids, image_index, seed=torch.initial_seed())
             logger.info(f"semantic graph: {stats}")
-        return {"train": train}
+        return {"target": paired_stream(train, columns=self.input_columns)}
 
     # ---------------------------------------------------------------------------------------------
     # Representations
@@ -349,6 +364,5 @@ class CMSLModel(CMSLPreTrainedModel):
                 (binarize(h_v) - h_v) ** 2
             ).mean()
         weights = {name: getattr(config, f"{name}_weight") for name in terms}
-        out.loss = sum(weights[name] * term for name, term in terms.items())
-        out.loss_terms = {name: (weights[name] * t).detach() for name, t in terms.items()}
+        out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out

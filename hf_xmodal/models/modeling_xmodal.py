@@ -35,11 +35,19 @@ def label_column(split: Dataset) -> str:
     )
 
 
-def paired_stream(split: Dataset, index: bool = False) -> Dataset:
-    """`split` as a stream of labelled pairs: `image_features`, `text_features`, `labels`, and
-    with `index=True` each row's position in `split` as `index` (to weight or select rows)."""
+def paired_stream(
+    split: Dataset,
+    index: bool = False,
+    columns: tuple[str, ...] = ("image_features", "text_features"),
+) -> Dataset:
+    """`split` as a stream of labelled pairs: its input `columns` (by default `image_features`,
+    `text_features`), `labels`, and with `index=True` each row's position in `split` as `index`
+    (to weight or select rows)."""
     label = label_column(split)
-    stream = split.select_columns(["image_features", "text_features", label])
+    missing = [c for c in columns if c not in split.column_names]
+    if missing:
+        raise ValueError(f"the dataset lacks the column(s) {missing}; it has {split.column_names}")
+    stream = split.select_columns([*columns, label])
     if index:
         stream = stream.add_column("index", list(range(len(split))))
     return stream.rename_column(label, "labels") if label != "labels" else stream
@@ -86,6 +94,11 @@ class XmodalPreTrainedModel(PreTrainedModel):
                 f"cannot load the weights in {folder}: {', '.join(damaged) or 'a weights file'} "
                 f"is truncated or damaged ({e}); expected safetensors as save_pretrained writes"
             ) from None
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The dataset columns `forward` takes besides the labels (evaluation streams them)."""
+        return ("image_features", "text_features")
 
     def _init_weights(self, module: nn.Module):
         if isinstance(module, nn.Linear):

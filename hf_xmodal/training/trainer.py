@@ -240,7 +240,10 @@ def build_loaders(args, accelerator, model, target: DatasetDict, source: Dataset
         for name, data in model.training_datasets(target, source).items()
     }
     evaluation = [
-        DataLoader(paired_stream(target[s]).with_format("torch"), batch_size=512)
+        DataLoader(
+            paired_stream(target[s], columns=model.input_columns).with_format("torch"),
+            batch_size=512,
+        )
         for s in ("validation", "test")
     ]
     return streams, evaluation
