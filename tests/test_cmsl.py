@@ -438,3 +438,35 @@ def test_trains_through_the_script_and_ranks_by_hamming(tmp_path):
     assert (results["config"]["region_size"], results["config"]["region_channels"]) == (4, 3)
     assert "precision@hamming2_i2t" in results["test"]
     assert results["test"]["map_avg"] > 0.6  # chance is about 1/3
+
+
+def test_raw_mode_codes_equal_those_of_the_towers_outputs():
+    """With the towers (as a saved tower-feature run), pixels and token ids give the codes of
+    the pooled features, the last block's region map and the words the towers produce."""
+    from PIL import Image
+
+    from hf_xmodal.models import add_towers
+    from hf_xmodal.models.processing_xmodal import XmodalTowerProcessor
+
+    torch.manual_seed(0)
+    config = CMSLConfig(
+        num_labels=3, image_feature_dim=1280, text_feature_dim=384, hidden_dim=16, embed_dim=8
+    )
+    model = add_towers(CMSLModel(config)).eval()
+    processor = XmodalTowerProcessor.from_towers()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))] * 2
+    batch = processor(images=images, text=["a red bus on a street", "two dogs play"])
+    with torch.no_grad():
+        codes = model(**batch)
+        block_map, pooled = model.inputs.image_tower.regions_and_pooled(batch["pixel_values"])
+        sentences = model.inputs.text_tower(batch["input_ids"], batch["attention_mask"])
+        regions = block_map.flatten(2).transpose(1, 2)
+        assert regions.shape == (2, 49, 320)
+        torch.testing.assert_close(pooled, model.inputs.image_tower(batch["pixel_values"]))
+        torch.testing.assert_close(
+            codes.image_embeds, model.get_image_features(pooled, region_features=regions)
+        )
+        torch.testing.assert_close(
+            codes.text_embeds, model.get_text_features(sentences, word_ids=batch["input_ids"])
+        )
