@@ -33,8 +33,7 @@ FASHION_LABEL_COLUMNS = ("master_category", "sub_category", "label")
 def embed_regions(towers: Towers, images: list) -> torch.Tensor:
     """The tower's last-block region maps of `images`, `(batch, 49, 320)` float16."""
     pixels = towers.processor(images=images)["pixel_values"]
-    block_map, _ = towers.image.regions_and_pooled(pixels)
-    return block_map.flatten(2).transpose(1, 2).to(torch.float16)
+    return towers.image.region_map(pixels).flatten(2).transpose(1, 2).to(torch.float16)
 
 
 def extract_region_features(
@@ -94,13 +93,17 @@ def _fashion_labels(data: Dataset) -> np.ndarray:
 
 
 def load_region_features(
-    name: str, data_dir: str | os.PathLike | None = None, batch_size: int = 32
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    limits: dict[str, int] | None = None,
 ) -> DatasetDict:
     """A dataset with the towers' pooled features plus `region_features` and `word_ids`.
 
     `fashion`: one row per product, `labels` multi-hot over master category, sub category and
     article type (the article type stays as `article_type`). `flickr8k`: one row per caption as
     in the tower features (`image_index` names its image), each row holding its image's map.
+    `limits` keeps the first n images of the named splits (a smaller, cheaper set).
     """
     from .registry import load_dataset_by_name
 
@@ -108,9 +111,17 @@ def load_region_features(
         raise ValueError(f"no region maps for '{name}': use one of {REGION_DATASETS}")
     towers = Towers()
     pooled = load_tower_features(name, data_dir)
-    regions = extract_region_features(
-        load_dataset_by_name(name, data_dir), batch_size=batch_size, towers=towers
-    )
+    images = load_dataset_by_name(name, data_dir)
+    for split, n in (limits or {}).items():
+        if split not in images or not 0 < n <= len(images[split]):
+            raise ValueError(f"limit {split}={n}: no such split, or not in [1, its size]")
+        images[split] = images[split].select(range(n))
+        if name == "flickr8k":  # the captions of those images
+            keep = np.flatnonzero(np.asarray(pooled[split]["image_index"]) < n)
+            pooled[split] = pooled[split].select(keep)
+        else:
+            pooled[split] = pooled[split].select(range(n))
+    regions = extract_region_features(images, batch_size=batch_size, towers=towers)
     out = {}
     for split, data in pooled.items():
         maps = regions[split].select_columns(["region_features"])

@@ -160,12 +160,17 @@ class ImageTower(nn.Module):
             cached = self.__dict__["_folded"] = (place, fold_batch_norms(self.model))
         return cached[1]
 
-    def regions_and_pooled(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last block's `(batch, 320, 7, 7)` region map and the pooled 1280-d features, from
-        one pass (the 1280-channel map is the head's 1×1 convolution of the 320-channel one)."""
+    def region_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The last block's `(batch, 320, 7, 7)` region map (before the head's 1×1 convolution
+        to 1280 channels)."""
         model = self._inference_model()
         x = pixel_values.to(memory_format=torch.channels_last)
-        block_map = model.blocks(model.bn1(model.conv_stem(x)))
+        return model.blocks(model.bn1(model.conv_stem(x)))
+
+    def regions_and_pooled(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last block's region map and the pooled 1280-d features, from one pass."""
+        model = self._inference_model()
+        block_map = self.region_map(pixel_values)
         pooled = model.forward_head(model.bn2(model.conv_head(block_map)), pre_logits=True)
         return block_map, pooled
 
