@@ -88,7 +88,7 @@ def _fashion_labels(data: Dataset) -> np.ndarray:
     blocks = []
     for column in FASHION_LABEL_COLUMNS:
         n = data.features[column].num_classes
-        blocks.append(np.eye(n, dtype=np.float32)[np.asarray(data[column])])
+        blocks.append(np.eye(n, dtype=np.float32)[np.asarray(list(data[column]))])
     return np.concatenate(blocks, axis=1)
 
 
@@ -117,7 +117,7 @@ def load_region_features(
             raise ValueError(f"limit {split}={n}: no such split, or not in [1, its size]")
         images[split] = images[split].select(range(n))
         if name == "flickr8k":  # the captions of those images
-            keep = np.flatnonzero(np.asarray(pooled[split]["image_index"]) < n)
+            keep = np.flatnonzero(np.asarray(list(pooled[split]["image_index"])) < n)
             pooled[split] = pooled[split].select(keep)
         else:
             pooled[split] = pooled[split].select(range(n))
@@ -127,12 +127,12 @@ def load_region_features(
         maps = regions[split].select_columns(["region_features"])
         if name == "flickr8k":  # each caption row gets its image's map (a copy, cached)
             fingerprint = Hasher.hash((maps._fingerprint, data._fingerprint, "caption maps"))
-            maps = maps.select(data["image_index"]).flatten_indices(
+            maps = maps.select(list(data["image_index"])).flatten_indices(
                 cache_file_name=str(CACHE_DIR / f"{fingerprint}.arrow"),
                 new_fingerprint=fingerprint,
             )
         data = concatenate_datasets([data, maps], axis=1)
-        words = word_ids(data["text"], towers.processor.tokenizer)
+        words = word_ids(list(data["text"]), towers.processor.tokenizer)
         data = data.add_column(
             "word_ids", list(words), feature=List(Value("int32"), length=MAX_WORDS)
         )
