@@ -95,7 +95,10 @@ def small_model(name):
     """A tiny model of each registered type on 6-d image and 5-d text features, 3 classes."""
     config_class, model_class = MODELS[name]
     torch.manual_seed(0)
-    return model_class(config_class(image_feature_dim=6, text_feature_dim=5, num_labels=3)).eval()
+    # CMSL on global features alone: these batches have no region maps or words.
+    extra = {"local_saliency_weight": 0} if name == "cmsl" else {}
+    config = config_class(image_feature_dim=6, text_feature_dim=5, num_labels=3, **extra)
+    return model_class(config).eval()
 
 
 def batch(n=4):
