@@ -63,11 +63,14 @@ def runs(tmp_path_factory):
         for kind, dataset in (("labelled", "wikipedia"), ("caption", str(root / "captions"))):
             run = root / f"{model}-{kind}"
             transfer = MODELS[model][1].requires_source_dataset  # its source: the data itself
+            # CMSL on global features alone: these datasets have no region maps or words.
+            config = '{"local_saliency_weight": 0}' if model == "cmsl" else "{}"
             train(
                 [
                     *("--model", model, "--dataset", dataset, "--output_dir", str(run)),
                     *("--epochs", "3", "--eval_every", "2", "--batch_size", "30"),
                     *(("--source_dataset", dataset) if transfer else ()),
+                    *("--model_config", config),
                 ]
             )
             out[model, kind] = run
