@@ -209,8 +209,8 @@ MUTATIONS = [
     Mutation(
         "evaluation compares raw vectors under the cosine metric",
         "hf_xmodal/evaluation/metrics.py",
-        "        images, texts = F.normalize(images, dim=1), F.normalize(texts, dim=1)\n",
-        "",
+        "images, texts = F.normalize(images, dim=1), F.normalize(texts, dim=1)",
+        "images, texts = images, texts",
         ("tests/test_metrics.py",),
     ),
     # --- index ----------------------------------------------------------------------------------
