@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 import torch
 from safetensors.torch import load_file
+from toy_transfer import two_domains
 from transformers import AutoModel, AutoProcessor
 
 from hf_xmodal.data import load_dataset_by_name
@@ -18,6 +19,7 @@ from hf_xmodal.models import MODELS
 from hf_xmodal.training import load_results
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
+TOY = ["--model", "toy_transfer:ToyTransferModel", "--batch_size", "40", "--learning_rate", "0.01"]
 SMALL = ["--model_config", '{"hidden_dims": [64], "embed_dim": 32}', "--eval_every", "1"]
 
 
@@ -83,6 +85,25 @@ def test_resume_continues_exactly_where_training_stopped(train, tmp_path):
     assert load_results(straight)["test"] == load_results(resumed)["test"]
 
 
+def test_resume_refuses_other_arguments_naming_each(train, tmp_path):
+    args = [*SMALL, "--output_dir", str(tmp_path)]
+    train([*args, "--epochs", "1"])
+    other = ["--batch_size", "50", "--learning_rate", "0.01", "--epochs", "2", "--resume"]
+    with pytest.raises(SystemExit, match="--batch_size 50 .*--learning_rate 0.01") as e:
+        train([*args, *other])
+    assert "--epochs" not in str(e.value)  # may grow
+    with pytest.raises(SystemExit, match="--model 'daml'"):
+        train(["--model", "daml", "--output_dir", str(tmp_path), "--epochs", "2", "--resume"])
+    with pytest.raises(SystemExit, match="--model_config"):
+        train(["--output_dir", str(tmp_path), "--epochs", "2", "--resume"])
+
+
+def test_resume_without_a_checkpoint_says_so(train, tmp_path, caplog):
+    train([*SMALL, "--epochs", "1", "--output_dir", str(tmp_path), "--resume"])
+    assert "--resume: no checkpoint in" in caplog.text
+    assert load_results(tmp_path)["best_epoch"] == 1
+
+
 def test_arguments_from_a_json_file(train, tmp_path):
     args = {"epochs": 1, "output_dir": str(tmp_path / "run"), "model_config": '{"embed_dim": 16}'}
     (tmp_path / "args.json").write_text(json.dumps(args))
@@ -97,6 +118,7 @@ def test_arguments_from_a_json_file(train, tmp_path):
         (["--model_config", "{bad"], "not valid JSON"),
         (["--model_config", '{"embed_dim": 0}'], "embed_dim"),
         (["--epochs", "0"], "--epochs must be positive"),
+        (["--epoch", "3"], "not used"),  # no abbreviations
         (["--dataset", "no_such_dataset"], "unknown dataset"),
         (["--source_dataset", "wikipedia"], "trains on one dataset: drop --source_dataset"),
         (["--model", "no_such_module:Model"], "cannot be imported"),
@@ -162,6 +184,18 @@ def test_a_two_split_feature_file_trains_with_a_seeded_validation_split(train, t
         )
 
 
+def test_an_output_dir_that_is_a_file_fails_before_training(train, tmp_path):
+    (tmp_path / "file").write_text("")
+    for output_dir in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(SystemExit, match="is a file, not a folder"):
+            train(["--output_dir", str(output_dir)])
+
+
+def test_a_stream_smaller_than_a_batch_fails_clearly(train, tmp_path):
+    with pytest.raises(SystemExit, match="'target' has 2173 rows, fewer than --batch_size 5000"):
+        train(["--batch_size", "5000", "--output_dir", str(tmp_path)])
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_match_one(tmp_path):
     """The default run as 2 CPU processes gives the single-process test MAP within ±0.01."""
@@ -176,3 +210,46 @@ def test_two_cpu_processes_match_one(tmp_path):
     assert runs[2]["num_processes"] == 2
     for key in ("map_i2t", "map_t2i"):
         assert abs(runs[1]["test"][key] - runs[2]["test"][key]) <= 0.01, key
+
+
+def test_a_two_domain_model_from_outside_the_package_trains_through_the_script(train, tmp_path):
+    """`toy_transfer` declares a source and a target stream (with row indices), two stages and
+    an end-of-epoch hook; the script knows none of it. 130 target rows in batches of 40 give 3
+    whole batches an epoch (the last, partial batch is dropped)."""
+    source, target = two_domains(tmp_path)
+    args = [*TOY, "--dataset", target, "--epochs", "4", "--eval_every", "1"]
+    with pytest.raises(SystemExit, match="pass --source_dataset"):
+        train([*args, "--output_dir", str(tmp_path / "none")])
+    results = train([*args, "--source_dataset", source, "--output_dir", str(tmp_path / "run")])
+    curve = results["training_curve"]
+    assert [p["stage"] for p in curve] == ["source", "source", "target", "target"]
+    assert [p["target_rows_seen"] for p in curve] == [120.0] * 4
+    assert all(p["target_rows"] == 130 for p in curve)
+    assert set(curve[0]) >= {"loss", "source_classification"}
+    assert set(curve[-1]) >= {"loss", "target_alignment"}
+    assert curve[0]["loss"] > curve[1]["loss"]  # the source stage learns
+    assert results["split_sizes"] == {"train": 130, "validation": 40, "test": 60}
+    assert results["test"]["map_avg"] > 0.5  # three well-separated classes; chance is ~0.35
+
+
+@pytest.mark.slow
+def test_a_two_domain_model_trains_alike_on_one_and_two_processes(tmp_path):
+    """The same toy run through `accelerate launch` on 1 and on 2 CPU processes."""
+    source, target = two_domains(tmp_path)
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
+    args = [*TOY, "--dataset", target, "--source_dataset", source, "--epochs", "4"]
+    runs = {}
+    for n in (1, 2):
+        launch = ["accelerate", "launch", "--num_processes", str(n)]
+        launch += ["--multi_gpu"] if n > 1 else []
+        out = tmp_path / f"p{n}"
+        subprocess.run([*launch, str(SCRIPT), *args, "--output_dir", str(out)], env=env, check=True)
+        runs[n] = load_results(out)
+    assert runs[2]["num_processes"] == 2
+    for one, two in zip(runs[1]["training_curve"], runs[2]["training_curve"], strict=True):
+        assert two["target_rows_seen"] == one["target_rows_seen"] == 120
+        assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    for key in ("map_i2t", "map_t2i"):
+        assert runs[2]["test"][key] == pytest.approx(runs[1]["test"][key], abs=1e-4)

@@ -33,7 +33,6 @@ TOWERS_VERSION = f"{IMAGE_TOWER}+all-MiniLM-L6-v2/1"
 TEXT_WINDOWS_VERSION = f"+windows{MAX_TEXT_CHUNKS}"
 """Added to the key of a text column that has a text longer than one window: encoding by windows
 changes only those texts' features, so caches of short texts stay valid."""
-TOWER_FEATURE_DATASETS = ("flickr8k", "fashion", "wikipedia_minilm")
 
 
 class Towers:
@@ -151,28 +150,3 @@ def _open_images(items: list[dict]) -> list:
         )
         for item in items
     ]
-
-
-def load_tower_features(
-    name: str, data_dir: str | os.PathLike | None = None, batch_size: int = 64
-) -> DatasetDict:
-    """A registered dataset with pretrained-tower features in place of raw images / texts.
-
-    `flickr8k` (one row per caption; `image_index` names its image), `fashion`, and
-    `wikipedia_minilm` (the bundled SIFT image features with MiniLM features of the raw texts).
-    """
-    from .registry import load_dataset_by_name
-
-    if name == "wikipedia_minilm":
-        data = load_dataset_by_name("wikipedia").remove_columns("text_features")
-        return extract_features(data, images=False, batch_size=batch_size)
-    if name not in ("flickr8k", "fashion"):
-        raise ValueError(
-            f"no tower features for '{name}': use flickr8k, fashion or wikipedia_minilm"
-        )
-    data = load_dataset_by_name(name, data_dir)
-    towers = Towers()
-    if name == "fashion":
-        return extract_features(data, batch_size=batch_size, towers=towers)
-    data = caption_pairs(extract_features(data, texts=False, batch_size=batch_size, towers=towers))
-    return extract_features(data, images=False, batch_size=batch_size, towers=towers)

@@ -19,7 +19,7 @@ import torch
 from datasets import Array2D, Dataset, DatasetDict, List, Value, concatenate_datasets
 from datasets.fingerprint import Hasher
 
-from .extraction import CACHE_DIR, TOWERS_VERSION, Towers, load_tower_features
+from .extraction import CACHE_DIR, TOWERS_VERSION, Towers
 
 REGION_GRID, REGION_CHANNELS = 7, 320
 REGION_SHAPE = (REGION_GRID * REGION_GRID, REGION_CHANNELS)
@@ -110,7 +110,7 @@ def load_region_features(
     if name not in REGION_DATASETS:
         raise ValueError(f"no region maps for '{name}': use one of {REGION_DATASETS}")
     towers = Towers()
-    pooled = load_tower_features(name, data_dir)
+    pooled = load_dataset_by_name(f"{name}_features", data_dir)
     images = load_dataset_by_name(name, data_dir)
     for split, n in (limits or {}).items():
         if split not in images or not 0 < n <= len(images[split]):

@@ -10,6 +10,7 @@ from pathlib import Path
 from datasets import DatasetDict
 
 from ._common import load_saved_dataset_dict
+from .extraction import Towers, caption_pairs, extract_features
 from .fashion import load_fashion
 from .features import load_paired_features
 from .flickr8k import load_flickr8k
@@ -55,12 +56,12 @@ def load_dataset_by_name(
             from .regions import load_region_features
 
             return load_region_features(_REGION_FEATURES[key], data_dir)
-        if key in _TOWER_FEATURES or key == "wikipedia_minilm":
-            from .extraction import load_tower_features
-
-            if key == "wikipedia_minilm" and data_dir is not None:
+        if key == "wikipedia_minilm":
+            if data_dir is not None:
                 raise ValueError("'wikipedia_minilm' is built from bundled data; no data_dir")
-            return load_tower_features(_TOWER_FEATURES.get(key, key), data_dir)
+            return extract_features(load_wikipedia().remove_columns("text_features"), images=False)
+        if key in _TOWER_FEATURES:
+            return _tower_features(_TOWER_FEATURES[key], data_dir)
         if key in _BUNDLED:
             if data_dir is not None:
                 raise ValueError(f"'{key}' is bundled with the package; do not pass data_dir")
@@ -82,3 +83,14 @@ def load_dataset_by_name(
             raise ValueError("validation_size only applies to feature files")
         return saved
     return load_paired_features(path, validation_size, validation_from)
+
+
+def _tower_features(name: str, data_dir: str | os.PathLike | None) -> DatasetDict:
+    """`fashion` or `flickr8k` with pretrained-tower features in place of photos and texts
+    (Flickr8k: one row per caption, `image_index` naming its image)."""
+    data = load_dataset_by_name(name, data_dir)
+    towers = Towers()
+    if name == "fashion":
+        return extract_features(data, towers=towers)
+    data = caption_pairs(extract_features(data, texts=False, towers=towers))
+    return extract_features(data, images=False, towers=towers)

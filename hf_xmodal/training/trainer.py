@@ -46,6 +46,8 @@ logger = get_logger(__name__)  # the main process logs
 SPLITS = ("train", "validation", "test")
 STATE_FILE = "train_state.json"
 BEST_WEIGHTS = "best_model.safetensors"
+MAY_CHANGE_ON_RESUME = ("epochs", "eval_every", "resume", "output_dir", "with_towers", "report_to")
+"""Arguments a resumed run may change; every other one must be the checkpoint's."""
 
 
 @dataclass
@@ -141,7 +143,7 @@ class Run:
 
 
 def parse_args(argv: list[str]) -> TrainArguments:
-    parser = HfArgumentParser(TrainArguments)
+    parser = HfArgumentParser(TrainArguments, allow_abbrev=False)
     if len(argv) == 1 and argv[0].endswith(".json"):
         (args,) = parser.parse_json_file(argv[0])
     else:
@@ -154,6 +156,10 @@ def parse_args(argv: list[str]) -> TrainArguments:
     if args.output_dir is None:
         name = Path(args.dataset).name if os.sep in args.dataset else args.dataset
         args.output_dir = f"runs/{args.model.replace(':', '.')}-{name}-seed{args.seed}"
+    output_dir = Path(args.output_dir).absolute()
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise SystemExit(f"--output_dir {args.output_dir}: {folder} is a file, not a folder")
     return args
 
 
@@ -235,10 +241,16 @@ def build_loaders(args, accelerator, model, target: DatasetDict, source: Dataset
             f"--batch_size {args.batch_size} must divide over {accelerator.num_processes} processes"
         )
     per_process = args.batch_size // accelerator.num_processes
-    streams = {
-        name: DataLoader(data.with_format("torch"), batch_size=per_process, shuffle=True)
-        for name, data in model.training_datasets(target, source).items()
-    }
+    streams = {}
+    for name, data in model.training_datasets(target, source).items():
+        if len(data) < args.batch_size:
+            raise SystemExit(
+                f"the training stream {name!r} has {len(data)} rows, fewer than --batch_size "
+                f"{args.batch_size}"
+            )
+        # Only whole global batches: Accelerate would fill the last one with repeated rows.
+        loader = DataLoader(data.with_format("torch"), per_process, shuffle=True, drop_last=True)
+        streams[name] = loader
     evaluation = [
         DataLoader(
             paired_stream(target[s], columns=model.input_columns).with_format("torch"),
@@ -402,8 +414,38 @@ def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def run_arguments(args: TrainArguments) -> dict:
+    """The arguments that define a run (recorded in its state; `--resume` must repeat them)."""
+    defining = {k: v for k, v in asdict(args).items() if k not in MAY_CHANGE_ON_RESUME}
+    return {**defining, "model_config": config_overrides(args.model_config)}
+
+
+def check_resumable(args: TrainArguments, state: dict, last: Path) -> None:
+    """Refuse to resume with arguments other than the checkpoint's, naming each difference."""
+    recorded = state.get("arguments")
+    if recorded is None:
+        logger.warning(f"{last} records no arguments: they cannot be checked against the run's")
+        return
+    given = run_arguments(args)
+    differ = [
+        f"--{k} {given.get(k)!r} (the run's: {v!r})"
+        for k, v in recorded.items()
+        if given.get(k) != v
+    ]
+    if differ:
+        raise SystemExit(
+            f"--resume continues the run in {last} with its own arguments; "
+            f"these differ: {', '.join(differ)}"
+        )
+    if args.epochs < state["epoch"]:
+        raise SystemExit(
+            f"--epochs {args.epochs} is below the {state['epoch']} epochs already trained in {last}"
+        )
+
+
 def resume(run: Run) -> tuple[dict, dict]:
-    """The training state and best weights to start from: fresh, or the latest checkpoint."""
+    """The training state and best weights to start from: fresh, or the latest checkpoint
+    (`--resume`, after checking that it is a run with the same arguments)."""
     state = {
         "epoch": 0,
         "best": -math.inf,
@@ -411,14 +453,20 @@ def resume(run: Run) -> tuple[dict, dict]:
         "curve": [],
         "training_curve": [],
         "seconds": 0.0,
+        "arguments": run_arguments(run.args),
     }
     last = latest_checkpoint(run.output_dir) if run.args.resume else None
     if last is None:
+        if run.args.resume:
+            logger.warning(
+                f"--resume: no checkpoint in {run.output_dir / 'checkpoints'}, starting afresh"
+            )
         return state, weights_of(run.unwrapped)
+    saved = json.loads((last / STATE_FILE).read_text())
+    check_resumable(run.args, saved, last)
     run.accelerator.load_state(last)
-    state = {"training_curve": [], **json.loads((last / STATE_FILE).read_text())}
-    logger.info(f"resumed from {last} (epoch {state['epoch']})")
-    return state, load_file(last / BEST_WEIGHTS)
+    logger.info(f"resumed from {last} (epoch {saved['epoch']})")
+    return {**state, **saved}, load_file(last / BEST_WEIGHTS)
 
 
 def validate(run: Run, epoch: int, state: dict, best_weights: dict, losses: dict) -> dict:
