@@ -1,4 +1,11 @@
-"""The common test matrix: every model class, built from a tiny config, passes the same checks."""
+"""The common test matrix: every model class, built from a tiny config by its tester, passes
+the same checks.
+
+A tester (as transformers' `CLIPVisionModelTester` beside `ModelTesterMixin`) knows how to build
+its model and the batches it takes. `ModelTester` covers image-text models trained on labelled
+pairs; a model that trains on other batches (a source stream, more media, row indices)
+subclasses it and overrides `training_batch`. Each model registers one row in `MODEL_TESTERS`.
+"""
 
 import json
 import os
@@ -6,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoProcessor
@@ -16,22 +24,52 @@ from hf_xmodal.models import CMSLModel, DAMLModel, DSCMRModel, UNCSMModel, Xmoda
 NUM_LABELS = 4
 IMAGE_DIM, TEXT_DIM = 12, 6
 
-MODEL_CASES = [
-    pytest.param(DSCMRModel, {"hidden_dims": [16], "embed_dim": 8}, id="dscmr"),
+
+class ModelTester:
+    """A tiny config of `model_class` (with `config_kwargs`) and the batches it takes."""
+
+    feature_dims = {"image": IMAGE_DIM, "text": TEXT_DIM}
+
+    def __init__(self, model_class, **config_kwargs):
+        self.model_class = model_class
+        self.config_kwargs = config_kwargs
+
+    def get_config(self):
+        dims = {f"{medium}_feature_dim": dim for medium, dim in self.feature_dims.items()}
+        return self.model_class.config_class(**dims, num_labels=NUM_LABELS, **self.config_kwargs)
+
+    def make_model(self):
+        torch.manual_seed(0)
+        return self.model_class(self.get_config())
+
+    def inputs(self, batch_size: int = 6) -> dict[str, torch.Tensor]:
+        """Features of every medium, as `forward` takes them without a loss."""
+        g = torch.Generator().manual_seed(1)
+        return {
+            f"{medium}_features": torch.randn(batch_size, dim, generator=g)
+            for medium, dim in self.feature_dims.items()
+        }
+
+    def training_batch(self, batch_size: int = 6) -> dict[str, torch.Tensor]:
+        """A batch with everything the loss needs."""
+        return {**self.inputs(batch_size), "labels": torch.arange(batch_size) % NUM_LABELS}
+
+
+MODEL_TESTERS = [
+    pytest.param(ModelTester(DSCMRModel, hidden_dims=[16], embed_dim=8), id="dscmr"),
     pytest.param(
-        DAMLModel,
-        {
-            "image_hidden_dims": [16],
-            "text_hidden_dims": [16],
-            "embed_dim": 8,
-            "modality_classifier_dims": [4],
-            "label_classification_weight": 1.0,
-        },
+        ModelTester(
+            DAMLModel,
+            image_hidden_dims=[16],
+            text_hidden_dims=[16],
+            embed_dim=8,
+            modality_classifier_dims=[4],
+            label_classification_weight=1.0,
+        ),
         id="daml",
     ),
     pytest.param(
-        UNCSMModel,
-        {"hidden_dim": 16, "embed_dim": 8, "metric_hidden_dims": [8, 4]},
+        ModelTester(UNCSMModel, hidden_dim=16, embed_dim=8, metric_hidden_dims=[8, 4]),
         id="uncsm",
     ),
     # Codes from the global vectors only: the matrix's batches have no region maps or words
@@ -44,38 +82,18 @@ MODEL_CASES = [
 ]
 
 
-def make_model(model_class, kwargs):
-    config = model_class.config_class(
-        image_feature_dim=IMAGE_DIM,
-        text_feature_dim=TEXT_DIM,
-        num_labels=NUM_LABELS,
-        **kwargs,
-    )
-    torch.manual_seed(0)
-    return model_class(config)
-
-
-def make_batch(batch_size=6):
-    g = torch.Generator().manual_seed(1)
-    return {
-        "image_features": torch.randn(batch_size, IMAGE_DIM, generator=g),
-        "text_features": torch.randn(batch_size, TEXT_DIM, generator=g),
-        "labels": torch.arange(batch_size) % NUM_LABELS,
-    }
-
-
 def stages(model):
     """Each training stage a model has."""
     return [name for name, _ in model.training_stages(100)]
 
 
-every_model = pytest.mark.parametrize("model_class, kwargs", MODEL_CASES)
+every_model = pytest.mark.parametrize("tester", MODEL_TESTERS)
 
 
 @every_model
-def test_output_shapes_and_finite_loss(model_class, kwargs):
-    model = make_model(model_class, kwargs)
-    batch = make_batch()
+def test_output_shapes_and_finite_loss(tester):
+    model = tester.make_model()
+    batch = tester.training_batch()
     for stage in stages(model):
         model.set_training_stage(stage)
         out = model(**batch)
@@ -86,11 +104,13 @@ def test_output_shapes_and_finite_loss(model_class, kwargs):
 
 
 @every_model
-def test_instance_contrastive_term_prefers_the_true_pairs(model_class, kwargs):
+def test_instance_contrastive_term_prefers_the_true_pairs(tester):
     """The optional InfoNCE term is in the loss at its weight, and lower when each text sits
     with its own image than when the texts are shuffled."""
-    model = make_model(model_class, {**kwargs, "instance_contrastive_weight": 2.0})
-    batch = make_batch()
+    model = ModelTester(
+        tester.model_class, **tester.config_kwargs, instance_contrastive_weight=2.0
+    ).make_model()
+    batch = tester.training_batch()
     for stage in stages(model):
         model.set_training_stage(stage)
         out = model(**batch)
@@ -103,18 +123,18 @@ def test_instance_contrastive_term_prefers_the_true_pairs(model_class, kwargs):
     assert model.instance_contrastive(aligned, aligned, labels) < model.instance_contrastive(
         aligned, aligned.roll(1, 0), labels
     )
-    off = make_model(model_class, kwargs)(**batch)
+    off = tester.make_model()(**batch)
     assert "instance_contrastive" not in off.loss_terms
 
 
 @every_model
-def test_every_trainable_parameter_gets_a_gradient(model_class, kwargs):
-    model = make_model(model_class, kwargs)
+def test_every_trainable_parameter_gets_a_gradient(tester):
+    model = tester.make_model()
     trained = set()
     for stage in stages(model):
         model.set_training_stage(stage)
         model.zero_grad()
-        model(**make_batch()).loss.backward()
+        model(**tester.training_batch()).loss.backward()
         trained |= {
             n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
         }
@@ -123,41 +143,82 @@ def test_every_trainable_parameter_gets_a_gradient(model_class, kwargs):
 
 
 @every_model
-def test_unused_parameters_are_declared(model_class, kwargs):
+def test_unused_parameters_are_declared(tester):
     """A stage whose loss leaves a parameter without gradient must be declared (DDP needs it)."""
-    model = make_model(model_class, kwargs)
+    model = tester.make_model()
     assert model.training_stages(10) and sum(n for _, n in model.training_stages(10)) == 10
     unused = False
     for stage in stages(model):
         model.set_training_stage(stage)
         model.zero_grad(set_to_none=True)
-        model(**make_batch()).loss.backward()
+        model(**tester.training_batch()).loss.backward()
         unused |= any(p.grad is None for p in model.parameters() if p.requires_grad)
-    assert model_class.has_unused_parameters == unused
+    assert tester.model_class.has_unused_parameters == unused
 
 
 @every_model
-def test_eval_is_deterministic_and_features_match_forward(model_class, kwargs):
-    model = make_model(model_class, kwargs).eval()
-    batch = make_batch()
+def test_eval_is_deterministic_and_features_match_forward(tester):
+    model = tester.make_model().eval()
+    inputs = tester.inputs()
     with torch.no_grad():
-        out1 = model(batch["image_features"], batch["text_features"])
-        out2 = model(batch["image_features"], batch["text_features"])
-        image = model.get_image_features(image_features=batch["image_features"])
-        text = model.get_text_features(text_features=batch["text_features"])
-    torch.testing.assert_close(out1.image_embeds, out2.image_embeds)
-    torch.testing.assert_close(out1.image_embeds, image)
-    torch.testing.assert_close(out1.text_embeds, text)
+        out1, out2 = model(**inputs), model(**inputs)
+        for medium in model.modalities:
+            embeds = model.embed_features(medium, inputs[f"{medium}_features"])
+            torch.testing.assert_close(out1[f"{medium}_embeds"], out2[f"{medium}_embeds"])
+            torch.testing.assert_close(out1[f"{medium}_embeds"], embeds)
     assert out1.loss is None
 
 
 @every_model
-def test_batch_size_one(model_class, kwargs):
-    model = make_model(model_class, kwargs).eval()
-    batch = make_batch(1)
+def test_batched_encode_matches_the_features_of_one_pass(tester):
+    model = tester.make_model().train()
+    inputs = tester.inputs(10)
     with torch.no_grad():
-        out = model(batch["image_features"], batch["text_features"])
-    assert out.image_embeds.shape[0] == 1 and out.text_embeds.shape[0] == 1
+        model.eval()
+        expected = {m: model.embed_features(m, inputs[f"{m}_features"]) for m in model.modalities}
+        model.train()
+    for medium in model.modalities:
+        features = inputs[f"{medium}_features"]
+        torch.testing.assert_close(model.encode(features, medium, batch_size=3), expected[medium])
+        assert model.training  # restored
+        as_lists = features.tolist()
+        torch.testing.assert_close(model.encode(as_lists, medium, batch_size=4), expected[medium])
+        unit = model.encode(features, medium, normalize=True)
+        torch.testing.assert_close(unit.norm(dim=1), torch.ones(10))
+    images, texts = tester.inputs(10)["image_features"], tester.inputs(10)["text_features"]
+    torch.testing.assert_close(model.encode_images(images), expected["image"])
+    processor = XmodalProcessor(image_feature_dim=IMAGE_DIM, text_feature_dim=TEXT_DIM)
+    torch.testing.assert_close(
+        model.encode_texts(texts.numpy(), processor=processor), expected["text"]
+    )
+    bits = model.encode_images(images, precision="binary")
+    width = expected["image"].shape[1]
+    assert bits.dtype == torch.uint8 and bits.shape == (10, (width + 7) // 8)
+    assert (bits.numpy() == np.packbits((expected["image"] > 0).numpy(), axis=1)).all()
+
+
+@pytest.mark.parametrize(
+    "inputs, options, message",
+    [
+        (["a photo"], {}, "need the model's processor"),
+        (torch.randn(2, IMAGE_DIM), {"modality": "audio"}, "modality must be one of"),
+        (torch.randn(2, IMAGE_DIM), {"precision": "int8"}, "precision must be one of"),
+        (torch.randn(2, IMAGE_DIM), {"batch_size": 0}, "batch_size must be a positive"),
+        (torch.randn(0, IMAGE_DIM), {}, "no image inputs"),
+    ],
+)
+def test_encode_rejects_bad_arguments_clearly(inputs, options, message):
+    model = ModelTester(DSCMRModel, hidden_dims=[16], embed_dim=8).make_model()
+    with pytest.raises(ValueError, match=message):
+        model.encode(inputs, **options)
+
+
+@every_model
+def test_batch_size_one(tester):
+    model = tester.make_model().eval()
+    with torch.no_grad():
+        out = model(**tester.inputs(1))
+    assert all(out[f"{medium}_embeds"].shape[0] == 1 for medium in model.modalities)
 
 
 @pytest.mark.parametrize(
@@ -170,16 +231,16 @@ def test_batch_size_one(model_class, kwargs):
     ],
 )
 @every_model
-def test_clear_error_on_bad_input(model_class, kwargs, bad, message):
-    model = make_model(model_class, kwargs)
+def test_clear_error_on_bad_input(tester, bad, message):
+    model = tester.make_model()
     with pytest.raises(ValueError, match=message):
         model(**bad)
 
 
 @every_model
-def test_clear_error_on_bad_labels(model_class, kwargs):
-    model = make_model(model_class, kwargs)
-    batch = make_batch()
+def test_clear_error_on_bad_labels(tester):
+    model = tester.make_model()
+    batch = tester.training_batch()
     with pytest.raises(ValueError, match="labels"):
         model(**{**batch, "labels": torch.full((6,), NUM_LABELS)})
     with pytest.raises(ValueError, match="batch sizes differ"):
@@ -187,9 +248,9 @@ def test_clear_error_on_bad_labels(model_class, kwargs):
 
 
 @every_model
-def test_invalid_config_value_names_the_field(model_class, kwargs):
+def test_invalid_config_value_names_the_field(tester):
     with pytest.raises(Exception, match="image_feature_dim"):
-        model_class.config_class(image_feature_dim=0, **kwargs)
+        tester.model_class.config_class(image_feature_dim=0, **tester.config_kwargs)
 
 
 def save_model_and_processor(model, path):
@@ -198,16 +259,16 @@ def save_model_and_processor(model, path):
 
 
 @every_model
-def test_save_load_round_trip_with_auto_classes(model_class, kwargs, tmp_path):
-    model = make_model(model_class, kwargs).eval()
+def test_save_load_round_trip_with_auto_classes(tester, tmp_path):
+    model = tester.make_model().eval()
     save_model_and_processor(model, tmp_path)
     config = AutoConfig.from_pretrained(tmp_path)
-    assert type(config) is model_class.config_class
+    assert type(config) is tester.model_class.config_class
     loaded = AutoModel.from_pretrained(tmp_path).eval()
-    assert type(loaded) is model_class
+    assert type(loaded) is tester.model_class
     processor = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(processor, XmodalProcessor)
-    batch = processor(**{k: v.numpy() for k, v in make_batch().items() if k != "labels"})
+    batch = processor(**{k: v.numpy() for k, v in tester.inputs().items()})
     with torch.no_grad():
         expected, got = model(**batch), loaded(**batch)
     torch.testing.assert_close(expected.image_embeds, got.image_embeds, rtol=0, atol=0)
@@ -215,11 +276,11 @@ def test_save_load_round_trip_with_auto_classes(model_class, kwargs, tmp_path):
 
 
 @every_model
-def test_remote_code_loads_without_the_package(model_class, kwargs, tmp_path):
+def test_remote_code_loads_without_the_package(tester, tmp_path):
     """A saved checkpoint loads with trust_remote_code in a process where hf_xmodal is hidden."""
-    model = make_model(model_class, kwargs).eval()
+    model = tester.make_model().eval()
     save_model_and_processor(model, tmp_path)
-    batch = make_batch()
+    batch = tester.inputs()
     with torch.no_grad():
         expected = model.get_image_features(image_features=batch["image_features"])
     torch.save(batch["image_features"], tmp_path / "inputs.pt")
@@ -249,5 +310,5 @@ def test_remote_code_loads_without_the_package(model_class, kwargs, tmp_path):
 
 
 def test_every_registered_model_is_in_the_matrix():
-    tested = {p.values[0] for p in MODEL_CASES}
+    tested = {p.values[0].model_class for p in MODEL_TESTERS}
     assert {model for _, model in hf_xmodal.MODELS.values()} <= tested

@@ -45,7 +45,7 @@ def workdir(tmp_path_factory):
     tower_sized_features(root / "tower_features")
     train(
         [
-            *("--dataset", str(root / "tower_features"), "--epochs", "1"),
+            *("--dataset", str(root / "tower_features"), "--epochs", "1", "--batch_size", "20"),
             *("--output_dir", str(root / "runs/dscmr-flickr8k_features-seed0")),
         ]
     )

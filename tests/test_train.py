@@ -85,6 +85,18 @@ def test_resume_continues_exactly_where_training_stopped(train, tmp_path):
     assert load_results(straight)["test"] == load_results(resumed)["test"]
 
 
+def test_training_does_not_depend_on_how_often_it_validates(train, tmp_path):
+    """UNCSM draws dropout from the global generator: validating must not move it."""
+    args = ["--model", "uncsm", "--epochs", "4", "--lr_schedule", "constant"]
+    args += ["--model_config", '{"hidden_dim": 32, "embed_dim": 16, "metric_hidden_dims": [8]}']
+    for every in ("1", "2"):
+        train([*args, "--eval_every", every, "--output_dir", str(tmp_path / every)])
+    a = load_file(tmp_path / "1" / "checkpoints" / "epoch_4" / "model.safetensors")
+    b = load_file(tmp_path / "2" / "checkpoints" / "epoch_4" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
 def test_resume_refuses_other_arguments_naming_each(train, tmp_path):
     args = [*SMALL, "--output_dir", str(tmp_path)]
     train([*args, "--epochs", "1"])

@@ -5,13 +5,16 @@ hooks `scripts/train.py` calls (each with a no-op default, so a method fills onl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.utils import logging
 
 from .layers import gather_batch
 from .losses import info_nce
@@ -19,9 +22,20 @@ from .losses import info_nce
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
+PRECISIONS = ("float32", "binary")
+RAW_INPUTS = {"image": "images", "text": "text"}
+"""The processor argument that takes each medium's raw items (photos, sentences)."""
 LABEL_COLUMNS = ("label", "labels", "image_index")
 """Where a split keeps its relevance: class labels, multi-hot labels, or (caption data) the row
 of the image a text describes, which makes each training image its own class."""
+
+
+def is_feature_matrix(inputs: Any) -> bool:
+    """Whether `inputs` are feature rows (a tensor, an array, or a sequence of rows) rather than
+    raw items (photos, strings)."""
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return True
+    return len(inputs) > 0 and isinstance(inputs[0], (list, tuple, np.ndarray, torch.Tensor))
 
 
 def label_column(split: Dataset) -> str:
@@ -72,6 +86,9 @@ class XmodalPreTrainedModel(PreTrainedModel):
     """
 
     main_input_name = "image_features"
+
+    modalities: tuple[str, ...] = ("image", "text")
+    """The media the model embeds; a split gives each as a `<medium>_features` column."""
 
     requires_source_dataset: bool = False
     """Whether training needs a labelled source dataset besides the target (transfer methods);
@@ -155,6 +172,101 @@ class XmodalPreTrainedModel(PreTrainedModel):
         streams (e.g. to refresh codes or select pairs); returns metrics to log with the epoch.
         Default: nothing, no metrics."""
         return {}
+
+    def embed_features(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """Embeddings of one medium's feature vectors (`get_image_features` for "image",
+        `get_text_features` for "text"; a model with other media extends it)."""
+        if modality == "image":
+            return self.get_image_features(image_features=features)
+        if modality == "text":
+            return self.get_text_features(text_features=features)
+        raise ValueError(f"{type(self).__name__} embeds {self.modalities}, not {modality!r}")
+
+    def encode_images(self, images_or_features: Any, **kwargs) -> torch.Tensor:
+        """Embeddings of images given as feature vectors `(n, image_feature_dim)`, or as photos
+        with `processor=`; the options are those of `encode`."""
+        return self.encode(images_or_features, modality="image", **kwargs)
+
+    def encode_texts(self, texts_or_features: Any, **kwargs) -> torch.Tensor:
+        """Embeddings of texts given as feature vectors `(n, text_feature_dim)`, or as strings
+        with `processor=`; the options are those of `encode`."""
+        return self.encode(texts_or_features, modality="text", **kwargs)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        inputs: Any,
+        modality: str = "image",
+        batch_size: int = 256,
+        show_progress_bar: bool | None = None,
+        normalize: bool = False,
+        precision: str = "float32",
+        processor: Any = None,
+    ) -> torch.Tensor:
+        """Embed many items of one medium in batches, in eval mode, on the model's device.
+
+        Args:
+            inputs: a feature matrix (tensor, array or nested list, one row an item) or, with a
+                `processor`, raw items (a list of PIL images, or of strings).
+            modality: one of `modalities`.
+            batch_size: items per forward pass.
+            show_progress_bar: default: when there is more than one batch (and progress bars
+                are enabled in `transformers.utils.logging`).
+            normalize: scale each embedding to unit length.
+            precision: `"float32"`, or `"binary"`: each dimension's sign bit (> 0), packed 8 to
+                a byte (numpy `packbits` order), `uint8 (n, ceil(dim / 8))`, for Hamming search.
+            processor: the model's saved processor (e.g. `AutoProcessor.from_pretrained`); it
+                standardises features and turns photos and sentences into tower inputs.
+
+        Returns: `(n, embed_dim)` float32 embeddings on the CPU (packed bits for `"binary"`).
+        """
+        if modality not in self.modalities:
+            raise ValueError(f"modality must be one of {self.modalities}, got {modality!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if len(inputs) == 0:
+            raise ValueError(f"no {modality} inputs to encode")
+        is_features = is_feature_matrix(inputs)
+        if not is_features and processor is None:
+            raise ValueError(
+                f"raw {modality} inputs need the model's processor: encode(..., processor=...)"
+            )
+        starts = range(0, len(inputs), batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = len(starts) > 1
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [
+                self._embed_batch(
+                    inputs[start : start + batch_size], modality, processor, is_features
+                )
+                for start in logging.tqdm(
+                    starts, desc=f"{modality}s", disable=not show_progress_bar
+                )
+            ]
+        finally:
+            self.train(was_training)
+        embeds = torch.cat(parts)
+        if normalize:
+            embeds = F.normalize(embeds, dim=1)
+        if precision == "binary":
+            return torch.from_numpy(np.packbits((embeds > 0).numpy(), axis=1))
+        return embeds
+
+    def _embed_batch(
+        self, items: Any, modality: str, processor: Any, is_features: bool
+    ) -> torch.Tensor:
+        """Float32 CPU embeddings of one batch of features (or, with `processor`, raw items)."""
+        if processor is None:
+            if not isinstance(items, torch.Tensor):
+                items = torch.from_numpy(np.asarray(items, dtype=np.float32))
+            return self.embed_features(modality, items.to(self.device)).float().cpu()
+        key = f"{modality}_features" if is_features else RAW_INPUTS[modality]
+        batch = {k: v.to(self.device) for k, v in processor(**{key: items}).items()}
+        return self(**batch)[f"{modality}_embeds"].float().cpu()
 
     def embed_given(
         self,

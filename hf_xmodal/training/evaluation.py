@@ -5,8 +5,7 @@ each text belongs to one image (`image_index`; Recall@K, images counted once).
 """
 
 import torch
-from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from datasets import Dataset
 
 from ..evaluation import (
     evaluate_caption_retrieval,
@@ -15,30 +14,29 @@ from ..evaluation import (
     precision_recall_curve,
     precision_recall_within_hamming_radius,
 )
+from ..models.modeling_xmodal import LABEL_COLUMNS
 
 
 @torch.no_grad()
-def embed_split(
-    model: torch.nn.Module, dataloader: DataLoader, accelerator: Accelerator
-) -> dict[str, torch.Tensor]:
-    """Image and text embeddings and labels of a whole split, gathered from every process.
-
-    The dataloader must come from `accelerator.prepare`; `gather_for_metrics` drops the samples
-    repeated to even out the last batch, so each item is counted once.
-    """
-    unwrapped = accelerator.unwrap_model(model)
-    was_training = unwrapped.training
-    unwrapped.eval()
-    parts: dict[str, list[torch.Tensor]] = {"image_embeds": [], "text_embeds": [], "labels": []}
-    for batch in dataloader:
-        out = unwrapped(**{k: v for k, v in batch.items() if k != "labels"})
-        gathered = accelerator.gather_for_metrics(
-            (out.image_embeds, out.text_embeds, batch["labels"])
-        )
-        for key, value in zip(parts, gathered, strict=True):
-            parts[key].append(value.cpu())
-    unwrapped.train(was_training)
-    return {key: torch.cat(values) for key, values in parts.items()}
+def embed_split(model, split: Dataset, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """Embeddings of a split in eval mode (`<medium>_embeds` for each medium of
+    `model.modalities`, from the columns `forward` takes, `model.input_columns`), and its
+    relevance column as `labels` when it has one. Every process embeds the whole split."""
+    labels = [c for c in LABEL_COLUMNS if c in split.column_names][:1]
+    columns = split.select_columns([*model.input_columns, *labels]).with_format("torch")
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {f"{m}_embeds": [] for m in model.modalities}
+    for start in range(0, len(split), batch_size):
+        batch = columns[start : start + batch_size]
+        out = model(**{k: batch[k].to(model.device) for k in model.input_columns})
+        for key, values in parts.items():
+            values.append(out[key].float().cpu())
+    model.train(was_training)
+    embeds = {key: torch.cat(values) for key, values in parts.items()}
+    if labels:
+        embeds["labels"] = columns[:][labels[0]]
+    return embeds
 
 
 def unique_images(embeds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
@@ -35,7 +35,7 @@ from ..data import load_dataset_by_name, validate_feature_dataset
 from ..evaluation import plot_pr_curves
 from ..files import atomic_write
 from ..models import MODELS, TOWER_DIMS, XmodalProcessor, XmodalTowerProcessor, add_towers
-from ..models.modeling_xmodal import XmodalPreTrainedModel, label_column, paired_stream
+from ..models.modeling_xmodal import XmodalPreTrainedModel, label_column
 from .evaluation import embed_split, pr_curves, score_embeddings
 from .presets import PRESET_NAMES, preset_for, preset_overrides
 from .results import RESULTS_FILE, config_hash, headline, selection_key, write_results
@@ -128,8 +128,8 @@ class Run:
     model: torch.nn.Module  # prepared (wrapped) for the processes
     optimizer: torch.optim.Optimizer
     streams: dict[str, DataLoader]  # training streams as the model declared them
-    validation: DataLoader
-    test: DataLoader
+    validation: Dataset
+    test: Dataset
     schedule: list[str]  # the training stage of each epoch
     captions: bool  # caption data (Recall@K) rather than labelled pairs (MAP)
     split_sizes: dict[str, int]
@@ -235,7 +235,7 @@ def standardized(
 
 
 def build_loaders(args, accelerator, model, target: DatasetDict, source: DatasetDict | None):
-    """A shuffled loader per training stream the model declares; validation and test loaders."""
+    """A shuffled loader of whole batches per training stream the model declares."""
     if args.batch_size % accelerator.num_processes:
         raise SystemExit(
             f"--batch_size {args.batch_size} must divide over {accelerator.num_processes} processes"
@@ -251,14 +251,7 @@ def build_loaders(args, accelerator, model, target: DatasetDict, source: Dataset
         # Only whole global batches: Accelerate would fill the last one with repeated rows.
         loader = DataLoader(data.with_format("torch"), per_process, shuffle=True, drop_last=True)
         streams[name] = loader
-    evaluation = [
-        DataLoader(
-            paired_stream(target[s], columns=model.input_columns).with_format("torch"),
-            batch_size=512,
-        )
-        for s in ("validation", "test")
-    ]
-    return streams, evaluation
+    return streams
 
 
 def stage_schedule(model: XmodalPreTrainedModel, epochs: int) -> list[str]:
@@ -301,16 +294,14 @@ def setup(args: TrainArguments) -> Run:
         **{**overrides, **config_overrides(args.model_config)},
     )
     model = model_class(config)
-    streams, (validation, test) = build_loaders(args, accelerator, model, target, source)
+    streams = build_loaders(args, accelerator, model, target, source)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.weight_decay,
     )
-    model, optimizer, *loaders, validation, test = accelerator.prepare(
-        model, optimizer, *streams.values(), validation, test
-    )
+    model, optimizer, *loaders = accelerator.prepare(model, optimizer, *streams.values())
     if args.report_to:
         accelerator.init_trackers(output_dir.name, config=asdict(args))
     return Run(
@@ -319,8 +310,8 @@ def setup(args: TrainArguments) -> Run:
         model=model,
         optimizer=optimizer,
         streams=dict(zip(streams, loaders, strict=True)),
-        validation=validation,
-        test=test,
+        validation=target["validation"],
+        test=target["test"],
         schedule=stage_schedule(accelerator.unwrap_model(model), args.epochs),
         captions=label_column(target["train"]) == "image_index",
         split_sizes={s: len(target[s]) for s in SPLITS},
@@ -473,7 +464,7 @@ def validate(run: Run, epoch: int, state: dict, best_weights: dict, losses: dict
     """Score the validation split; keep the weights if they are the best of the final stage."""
     key, stage = selection_key(run.captions), run.schedule[epoch - 1]
     metrics = score_embeddings(
-        run.unwrapped, embed_split(run.model, run.validation, run.accelerator), run.captions
+        run.unwrapped, embed_split(run.unwrapped, run.validation), run.captions
     )
     state["curve"].append(
         {"epoch": epoch, "stage": stage, "loss": losses["loss"], key: metrics[key]}
@@ -558,7 +549,7 @@ def evaluate_and_save(run: Run, state: dict, best_weights: dict) -> dict:
     args, unwrapped = run.args, run.unwrapped
     unwrapped.load_state_dict(best_weights)
     processor = processor_for(run)
-    embeds = embed_split(run.model, run.test, run.accelerator)
+    embeds = embed_split(run.unwrapped, run.test)
     test = score_embeddings(unwrapped, embeds, run.captions)
     config = unwrapped.config.to_dict()
     results = {
