@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import scipy.io
 import torch
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
 from safetensors.torch import load_file
 from toy_transfer import two_domains
 from transformers import AutoModel, AutoProcessor
@@ -16,7 +18,7 @@ from transformers import AutoModel, AutoProcessor
 from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval
 from hf_xmodal.models import MODELS
-from hf_xmodal.training import load_results
+from hf_xmodal.training import load_results, trainer
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
 TOY = ["--model", "toy_transfer:ToyTransferModel", "--batch_size", "40", "--learning_rate", "0.01"]
@@ -66,6 +68,43 @@ def test_training_curve_logs_every_epoch_and_its_loss_terms(train, tmp_path):
     for point in curve:
         assert point["loss"] == pytest.approx(sum(point[t] for t in terms), rel=1e-5)
     assert load_results(tmp_path)["training_curve"] == curve
+
+
+class RecordingTracker(GeneralTracker):
+    """An Accelerate tracker that keeps what it is given."""
+
+    name = "recording"
+    requires_logging_directory = False
+
+    def __init__(self):
+        super().__init__()
+        self.config, self.logged = None, []
+
+    @property
+    def tracker(self):
+        return self.logged
+
+    def store_init_configuration(self, values):
+        self.config = values
+
+    def log(self, values, step=None, **kwargs):
+        self.logged.append((step, values))
+
+
+def test_a_configured_tracker_gets_every_epoch_and_validation(train, tmp_path, monkeypatch):
+    tracker = RecordingTracker()
+    monkeypatch.setattr(
+        trainer, "Accelerator", lambda **kwargs: Accelerator(**{**kwargs, "log_with": [tracker]})
+    )
+    results = train(["--model", "daml", "--epochs", "3", "--output_dir", str(tmp_path)])
+    assert tracker.config["epochs"] == 3
+    train_logs = [(step, v) for step, v in tracker.logged if "train/loss" in v]
+    assert [step for step, _ in train_logs] == [1, 2, 3]
+    for (_, logged), point in zip(train_logs, results["training_curve"], strict=True):
+        assert logged == {f"train/{k}": v for k, v in point.items() if k not in ("epoch", "stage")}
+    validation = {step: v for step, v in tracker.logged if "validation/map_avg" in v}
+    assert sorted(validation) == [2, 3]  # every 2 epochs and at the end
+    assert validation[2]["validation/map_avg"] == results["validation_curve"][0]["map_avg"]
 
 
 def test_resume_continues_exactly_where_training_stopped(train, tmp_path):

@@ -1,8 +1,12 @@
 """Embedding a split with a model and scoring it with the model's own retrieval metric.
 
 Two kinds of data: labelled pairs (relevance = a shared label; MAP@all) and caption data where
-each text belongs to one image (`image_index`; Recall@K, images counted once).
+each text belongs to one image (`image_index`; Recall@K, images counted once). A model with more
+than two media (`model.modalities`) is scored in every direction between them.
 """
+
+import itertools
+import statistics
 
 import torch
 from datasets import Dataset
@@ -62,9 +66,28 @@ def score_embeddings(
             images, embeds["text_embeds"], text_image_index, metric=_metric(model)
         )
     labels = embeds["labels"]
+    if len(model.modalities) > 2:
+        return score_every_direction(model, embeds)
     return evaluate_retrieval(
         embeds["image_embeds"], embeds["text_embeds"], labels, labels, metric=_metric(model)
     )
+
+
+def score_every_direction(
+    model: torch.nn.Module, embeds: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """MAP@all of every query medium → gallery medium (`map_<query>2<gallery>`, e.g.
+    `map_image2audio`) among the model's media, and their mean, `map_avg`."""
+    if model.config.retrieval_metric == "learned":
+        raise ValueError("a learned metric scores image-text pairs only, not more media")
+    labels, results = embeds["labels"], {}
+    for a, b in itertools.combinations(model.modalities, 2):
+        pair = evaluate_retrieval(
+            embeds[f"{a}_embeds"], embeds[f"{b}_embeds"], labels, labels, metric=_metric(model)
+        )
+        results[f"map_{a}2{b}"], results[f"map_{b}2{a}"] = pair["map_i2t"], pair["map_t2i"]
+    results["map_avg"] = statistics.fmean(results.values())
+    return results
 
 
 def pr_curves(

@@ -43,6 +43,8 @@ def headline_metrics(metrics: dict[str, Any]) -> list[str]:
     """The keys of the numbers a run is known by: MAP@all, or Recall@K for caption data."""
     if "rsum" in metrics:
         return [f"r@{k}_{d}" for d in ("i2t", "t2i") for k in (1, 5, 10)] + ["rsum"]
+    if "map_i2t" not in metrics:  # more than two media: every direction (`map_image2audio`)
+        return [k for k in metrics if k.startswith("map_") and "2" in k] + ["map_avg"]
     return ["map_i2t", "map_t2i", "map_avg"]
 
 

@@ -302,7 +302,7 @@ def setup(args: TrainArguments) -> Run:
         weight_decay=args.weight_decay,
     )
     model, optimizer, *loaders = accelerator.prepare(model, optimizer, *streams.values())
-    if args.report_to:
+    if accelerator.log_with:  # a tracker is configured (--report_to)
         accelerator.init_trackers(output_dir.name, config=asdict(args))
     return Run(
         args=args,
