@@ -45,8 +45,8 @@ MUTATIONS = [
     Mutation(
         "checkpoint chosen on the test loader",
         "hf_xmodal/training/trainer.py",
-        "embed_split(run.model, run.validation, run.accelerator)",
-        "embed_split(run.model, run.test, run.accelerator)",
+        "embed_split(run.unwrapped, run.validation)",
+        "embed_split(run.unwrapped, run.test)",
         ("tests/test_model_selection.py",),
     ),
     Mutation(
@@ -71,9 +71,9 @@ MUTATIONS = [
         ("tests/test_train.py", "tests/test_uncsm.py", "tests/test_model_selection.py"),
     ),
     Mutation(
-        "embed_split leaves the model in training mode (dropout on)",
-        "hf_xmodal/training/evaluation.py",
-        "    unwrapped.eval()\n",
+        "embedding leaves the model in training mode (dropout on)",
+        "hf_xmodal/models/modeling_xmodal.py",
+        "        self.eval()\n",
         "",
         ("tests/test_model_selection.py::test_embed_split_embeds_in_eval_mode",),
     ),

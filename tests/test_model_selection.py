@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoProcessor
 
 from hf_xmodal.evaluation import evaluate_retrieval
@@ -113,11 +111,8 @@ def test_embed_split_embeds_in_eval_mode():
     config = UNCSMConfig(image_feature_dim=DIM, text_feature_dim=DIM, num_labels=NUM_CLASSES)
     assert config.dropout > 0
     model = UNCSMModel(config)
-    split = prototype_split(32, seed=3, text_class_shift=0).with_format("torch")
-    split = split.rename_column("label", "labels")
-    accelerator = Accelerator(cpu=True)
-    prepared, loader = accelerator.prepare(model, DataLoader(split, batch_size=8))
-    columns = split[:]
+    split = prototype_split(32, seed=3, text_class_shift=0)
+    columns = split.with_format("torch")[:]
     features = {k: columns[k] for k in ("image_features", "text_features")}
     model.train()
     with torch.no_grad():
@@ -127,8 +122,8 @@ def test_embed_split_embeds_in_eval_mode():
     assert not torch.allclose(train_mode.image_embeds, eval_mode.image_embeds)
 
     model.train()
-    embeds = embed_split(prepared, loader, accelerator)
+    embeds = embed_split(model, split, batch_size=8)
     assert model.training
     torch.testing.assert_close(embeds["image_embeds"], eval_mode.image_embeds)
     torch.testing.assert_close(embeds["text_embeds"], eval_mode.text_embeds)
-    torch.testing.assert_close(embeds["labels"], columns["labels"])
+    torch.testing.assert_close(embeds["labels"], columns["label"])

@@ -21,7 +21,7 @@ from hf_xmodal.models import MODELS
 from hf_xmodal.training import load_results, trainer
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
-TOY = ["--model", "toy_transfer:ToyTransferModel", "--batch_size", "40", "--learning_rate", "0.01"]
+TOY = ["--model", "toy_transfer:ToyTransferModel", "--learning_rate", "0.01", "--batch_size", "40"]
 SMALL = ["--model_config", '{"hidden_dims": [64], "embed_dim": 32}', "--eval_every", "1"]
 
 
@@ -242,9 +242,12 @@ def test_an_output_dir_that_is_a_file_fails_before_training(train, tmp_path):
             train(["--output_dir", str(output_dir)])
 
 
-def test_a_stream_smaller_than_a_batch_fails_clearly(train, tmp_path):
-    with pytest.raises(SystemExit, match="'target' has 2173 rows, fewer than --batch_size 5000"):
-        train(["--batch_size", "5000", "--output_dir", str(tmp_path)])
+def test_a_dataset_smaller_than_a_batch_trains_on_one_batch_of_it(train, tmp_path, caplog):
+    source, target = two_domains(tmp_path)
+    args = [*TOY, "--batch_size", "500", "--dataset", target, "--source_dataset", source]
+    results = train([*args, "--epochs", "2", "--output_dir", str(tmp_path / "run")])
+    assert "a training stream has 130 rows: batches of 130, not 500" in caplog.text
+    assert [p["target_rows_seen"] for p in results["training_curve"]] == [130.0, 130.0]
 
 
 @pytest.mark.slow

@@ -240,18 +240,22 @@ def build_loaders(args, accelerator, model, target: DatasetDict, source: Dataset
         raise SystemExit(
             f"--batch_size {args.batch_size} must divide over {accelerator.num_processes} processes"
         )
-    per_process = args.batch_size // accelerator.num_processes
-    streams = {}
-    for name, data in model.training_datasets(target, source).items():
-        if len(data) < args.batch_size:
-            raise SystemExit(
-                f"the training stream {name!r} has {len(data)} rows, fewer than --batch_size "
-                f"{args.batch_size}"
-            )
-        # Only whole global batches: Accelerate would fill the last one with repeated rows.
-        loader = DataLoader(data.with_format("torch"), per_process, shuffle=True, drop_last=True)
-        streams[name] = loader
-    return streams
+    declared = model.training_datasets(target, source)
+    batch_size, processes = args.batch_size, accelerator.num_processes
+    rows = min(len(data) for data in declared.values())
+    if rows < batch_size:  # a small dataset trains on one batch of (nearly) all its rows
+        batch_size = rows - rows % processes
+        if batch_size == 0:
+            raise SystemExit(f"a training stream has {rows} rows, fewer than {processes} processes")
+        logger.warning(
+            f"a training stream has {rows} rows: batches of {batch_size}, not {args.batch_size}"
+        )
+    # Only whole global batches: Accelerate would fill the last one with repeated rows.
+    per_process = batch_size // processes
+    return {
+        name: DataLoader(data.with_format("torch"), per_process, shuffle=True, drop_last=True)
+        for name, data in declared.items()
+    }
 
 
 def stage_schedule(model: XmodalPreTrainedModel, epochs: int) -> list[str]:
