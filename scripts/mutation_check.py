@@ -71,9 +71,9 @@ MUTATIONS = [
         ("tests/test_train.py", "tests/test_uncsm.py", "tests/test_model_selection.py"),
     ),
     Mutation(
-        "embedding leaves the model in training mode (dropout on)",
-        "hf_xmodal/models/modeling_xmodal.py",
-        "        self.eval()\n",
+        "embed_split leaves the model in training mode (dropout on)",
+        "hf_xmodal/training/evaluation.py",
+        "    model.eval()\n",
         "",
         ("tests/test_model_selection.py::test_embed_split_embeds_in_eval_mode",),
     ),
