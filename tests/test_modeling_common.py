@@ -75,8 +75,7 @@ MODEL_TESTERS = [
     # Codes from the global vectors only: the matrix's batches have no region maps or words
     # (tests/test_cmsl.py covers local saliency and the semantic graph).
     pytest.param(
-        CMSLModel,
-        {"code_bits": 16, "hidden_dim": 16, "embed_dim": 8, "local_saliency_weight": 0.0},
+        ModelTester(CMSLModel, code_bits=16, hidden_dim=16, embed_dim=8, local_saliency_weight=0.0),
         id="cmsl",
     ),
 ]
