@@ -45,10 +45,12 @@ class ModalityInputs(nn.Module):
                 tower.eval()  # frozen towers keep their batch-norm statistics
         return self
 
-    def _run(self, tower: nn.Module, name: str, *inputs: torch.Tensor) -> torch.Tensor:
-        """The tower's features, standardised as the processor standardises given features."""
+    def _run(self, tower: nn.Module, *inputs: torch.Tensor):
         with torch.set_grad_enabled(self.train_towers and torch.is_grad_enabled()):
-            features = tower(*inputs)
+            return tower(*inputs)
+
+    def _standardize(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """Tower features standardised as the processor standardises given features."""
         mean, scale = getattr(self, f"{name}_feature_mean"), getattr(self, f"{name}_feature_scale")
         return (features - mean) / scale
 
@@ -59,7 +61,9 @@ class ModalityInputs(nn.Module):
         if pixel_values is not None:
             if self.image_tower is None:
                 raise ValueError("pixel_values need a model with input_mode='raw'")
-            image_features = self._run(self.image_tower, "image", check_pixel_values(pixel_values))
+            image_features = self._standardize(
+                "image", self._run(self.image_tower, check_pixel_values(pixel_values))
+            )
         if image_features is None:
             raise ValueError("give image_features or pixel_values")
         return check_features(image_features, self.image_feature_dim, "image_features")
@@ -71,7 +75,7 @@ class ModalityInputs(nn.Module):
             raise ValueError("pixel_values need a model with input_mode='raw'")
         pixel_values = check_pixel_values(pixel_values)
         block_map, pooled = self._run(self.image_tower.regions_and_pooled, pixel_values)
-        return pooled, block_map.flatten(2).transpose(1, 2)
+        return self._standardize("image", pooled), block_map.flatten(2).transpose(1, 2)
 
     def text(
         self,
@@ -87,7 +91,7 @@ class ModalityInputs(nn.Module):
             tokens = check_tokens(
                 input_ids, attention_mask, tower.vocab_size, tower.max_position_embeddings
             )
-            text_features = self._run(self.text_tower, "text", *tokens)
+            text_features = self._standardize("text", self._run(self.text_tower, *tokens))
         if text_features is None:
             raise ValueError("give text_features or input_ids")
         return check_features(text_features, self.text_feature_dim, "text_features")
