@@ -6,7 +6,8 @@
 
 The components are those of `model_cards/<model_type>.yaml`, each switched off through its config
 field: 0 for a weight or a count, false for a switch. An optional component the model leaves off
-is switched on instead, at the yaml's `paper_values` (else 1). Every run is a `scripts/train.py`
+is switched on instead, at the yaml's `paper_values` (else 1); the yaml's optional `baselines`
+(e.g. a transfer method trained on its target alone) follow. Every run is a `scripts/train.py`
 run in `<output_dir>/<variant>-seed<seed>` (arguments this script does not know go to train.py,
 e.g. `--validation_size` / `--validation_from`); every variant starts from the dataset's preset
 (`--preset`, default chosen from the data as train.py does) and `--model_config`;
@@ -67,7 +68,8 @@ class AblationArguments:
 
 def variants(model: str, base: dict) -> list[tuple[str, str, dict]]:
     """(variant, row name, config overrides): the full model, then each component switched off
-    in turn; a component the model leaves off is switched on instead, at the paper's value."""
+    in turn (a component the model leaves off is switched on instead, at the paper's value),
+    then the card's baselines."""
     config_class, _ = MODELS[model]
     defaults = config_class(**base).to_dict()
     method = load_method_card(model)
@@ -80,6 +82,8 @@ def variants(model: str, base: dict) -> list[tuple[str, str, dict]]:
         else:
             on = method["paper_values"].get(name, True if isinstance(off, bool) else 1.0)
             rows.append((f"with-{name}", f"with {component['name']}", {**base, name: on}))
+    for baseline in method.get("baselines", []):
+        rows.append((baseline["variant"], baseline["name"], {**base, **baseline["config"]}))
     return rows
 
 

@@ -121,3 +121,14 @@ def test_report_groups_seeds_of_one_recipe(ablation):
     assert everything.count("| dscmr |") == len(result["rows"])
     one = load_results(out / "full-seed0")["test"]["map_i2t"]
     assert f"| 1 | {one:.4f} |" in load("report").main([str(out / "full-seed0")])
+
+
+def test_the_cards_baselines_follow_the_components():
+    rows = load("ablate").variants("mhtn", {"hidden_dim": 8})
+    components = load_method_card("mhtn")["components"]
+    assert [variant for variant, _, _ in rows[1:-1]] == [f"no-{c['config']}" for c in components]
+    assert rows[-1] == (
+        "target-only",
+        "target only (no transfer)",
+        {"hidden_dim": 8, "source_semantic_weight": 0, "single_modal_mmd_weight": 0},
+    )

@@ -386,6 +386,10 @@ def test_registry(tmp_path):
         "fashion_features",
         "flickr8k_regions",
         "fashion_regions",
+        "fashion_tags_features",
+        "fashion_transfer_source",
+        "fashion_transfer_target",
+        "fashion_tags_transfer_target",
     }
     assert len(load_dataset_by_name("wikipedia_full_test")["test"]) == 693
     with pytest.raises(ValueError, match=r"unknown dataset 'mnist': choose one of \['wikipedia'"):

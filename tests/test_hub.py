@@ -105,7 +105,11 @@ def run_dir(request, workdir):
     out = workdir / f"run-{request.param}"
     # Wikipedia has no region maps or words: CMSL trains there on global features alone.
     config = ["--model_config", '{"local_saliency_weight": 0}'] if request.param == "cmsl" else []
-    train.main(["--model", request.param, "--epochs", "2", "--output_dir", str(out), *config])
+    transfer = MODELS[request.param][1].requires_source_dataset  # its source: Wikipedia itself
+    source = ["--source_dataset", "wikipedia"] if transfer else []
+    train.main(
+        ["--model", request.param, "--epochs", "2", "--output_dir", str(out), *config, *source]
+    )
     return out
 
 

@@ -19,7 +19,15 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 import hf_xmodal
-from hf_xmodal.models import CMSLModel, DAMLModel, DSCMRModel, UNCSMModel, XmodalProcessor
+from hf_xmodal.models import (
+    CMSLModel,
+    DAMLModel,
+    DCKTModel,
+    DSCMRModel,
+    MHTNModel,
+    UNCSMModel,
+    XmodalProcessor,
+)
 
 NUM_LABELS = 4
 IMAGE_DIM, TEXT_DIM = 12, 6
@@ -55,6 +63,24 @@ class ModelTester:
         return {**self.inputs(batch_size), "labels": torch.arange(batch_size) % NUM_LABELS}
 
 
+class TransferModelTester(ModelTester):
+    """A transfer model: its training batch also carries a source batch (`source_<column>`)."""
+
+    def __init__(self, model_class, source_columns: tuple[str, ...], **config_kwargs):
+        super().__init__(model_class, **config_kwargs)
+        self.source_columns = source_columns
+
+    def training_batch(self, batch_size: int = 6) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(2)
+        source = {
+            "image_features": torch.randn(batch_size, IMAGE_DIM, generator=g),
+            "text_features": torch.randn(batch_size, TEXT_DIM, generator=g),
+            "labels": torch.arange(batch_size) % NUM_LABELS,
+        }
+        batch = super().training_batch(batch_size)
+        return batch | {f"source_{c}": source[c] for c in self.source_columns}
+
+
 MODEL_TESTERS = [
     pytest.param(ModelTester(DSCMRModel, hidden_dims=[16], embed_dim=8), id="dscmr"),
     pytest.param(
@@ -77,6 +103,28 @@ MODEL_TESTERS = [
     pytest.param(
         ModelTester(CMSLModel, code_bits=16, hidden_dim=16, embed_dim=8, local_saliency_weight=0.0),
         id="cmsl",
+    ),
+    pytest.param(
+        TransferModelTester(
+            DCKTModel,
+            ("image_features", "text_features", "labels"),
+            hidden_dim=16,
+            fc8_dim=8,
+            fc9_dim=8,
+        ),
+        id="dckt",
+    ),
+    pytest.param(
+        TransferModelTester(
+            MHTNModel,
+            ("image_features", "labels"),  # its source has images only
+            hidden_dim=16,
+            fc8_dim=8,
+            fc9_dim=8,
+            discriminator_bottleneck=4,
+            discriminator_hidden_dims=[4],
+        ),
+        id="mhtn",
     ),
 ]
 
@@ -129,6 +177,7 @@ def test_instance_contrastive_term_prefers_the_true_pairs(tester):
 @every_model
 def test_every_trainable_parameter_gets_a_gradient(tester):
     model = tester.make_model()
+    model.set_training_progress(0.5)  # schedules such as gradient reversal are 0 at the start
     trained = set()
     for stage in stages(model):
         model.set_training_stage(stage)

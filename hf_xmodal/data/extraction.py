@@ -90,9 +90,12 @@ def extract_features(
     batch_size: int = 64,
     towers: Towers | None = None,
     cache_dir: str | os.PathLike = CACHE_DIR,
+    text_column: str = "text",
+    text_target: str = "text_features",
 ) -> DatasetDict:
     """Add `image_features` (1280-d, from the `image` column) and `text_features` (384-d, from
     `text`) to every split, dropping the decoded images. Cached under `cache_dir` by fingerprint.
+    `text_column` / `text_target` embed another text column (e.g. a third, text-like modality).
     """
     towers = towers or Towers()
     cache_dir = Path(cache_dir)
@@ -103,7 +106,7 @@ def extract_features(
             ("image", "image_features", towers.embed_images, TOWER_DIMS["image_feature_dim"])
         )
     if texts:
-        jobs.append(("text", "text_features", towers.embed_texts, TOWER_DIMS["text_feature_dim"]))
+        jobs.append((text_column, text_target, towers.embed_texts, TOWER_DIMS["text_feature_dim"]))
     out = {}
     for split, data in dataset.items():
         for column, target, embed, dim in jobs:

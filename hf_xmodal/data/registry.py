@@ -26,7 +26,20 @@ _FROM_FOLDER: dict[str, Callable[..., DatasetDict]] = {
 }
 _TOWER_FEATURES = {"flickr8k_features": "flickr8k", "fashion_features": "fashion"}
 _REGION_FEATURES = {"flickr8k_regions": "flickr8k", "fashion_regions": "fashion"}
-DATASET_NAMES = (*_BUNDLED, *_FROM_FOLDER, *_TOWER_FEATURES, "wikipedia_minilm", *_REGION_FEATURES)
+_FASHION_TRANSFER = {
+    "fashion_transfer_source": ("source", False),
+    "fashion_transfer_target": ("target", False),
+    "fashion_tags_transfer_target": ("target", True),
+}
+DATASET_NAMES = (
+    *_BUNDLED,
+    *_FROM_FOLDER,
+    *_TOWER_FEATURES,
+    "wikipedia_minilm",
+    "fashion_tags_features",
+    *_FASHION_TRANSFER,
+    *_REGION_FEATURES,
+)
 
 
 def load_dataset_by_name(
@@ -43,7 +56,12 @@ def load_dataset_by_name(
     cached): ``flickr8k_features``, ``fashion_features`` and ``wikipedia_minilm``; with the image
     tower's region maps and the texts' words as well: ``flickr8k_regions``, ``fashion_regions``
     (Fashion there with multi-label relevance over master category, sub category and article
-    type).
+    type);
+    ``fashion_tags_features`` adds each product's attribute tags as a third modality (``tags``,
+    ``tags_features``); ``fashion_transfer_source`` / ``fashion_transfer_target`` are the
+    class-disjoint source and target domains of ``fashion_features``
+    (:func:`hf_xmodal.data.transfer.class_disjoint_split`), ``fashion_tags_transfer_target`` the
+    target with the tags.
     A path may be a DatasetDict saved with ``save_to_disk``
     or a feature file/folder for :func:`load_paired_features` (``validation_size`` and
     ``validation_from`` apply there).
@@ -56,6 +74,15 @@ def load_dataset_by_name(
             from .regions import load_region_features
 
             return load_region_features(_REGION_FEATURES[key], data_dir)
+        if key == "fashion_tags_features":
+            from .transfer import add_tags
+
+            return add_tags(_tower_features("fashion", data_dir), data_dir)
+        if key in _FASHION_TRANSFER:
+            from .transfer import fashion_transfer
+
+            domain, tags = _FASHION_TRANSFER[key]
+            return fashion_transfer(_tower_features("fashion", data_dir), domain, data_dir, tags)
         if key == "wikipedia_minilm":
             if data_dir is not None:
                 raise ValueError("'wikipedia_minilm' is built from bundled data; no data_dir")

@@ -8,13 +8,17 @@ from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_cmsl import CMSLConfig
 from .configuration_daml import DAMLConfig
+from .configuration_dckt import DCKTConfig
 from .configuration_dscmr import DSCMRConfig
+from .configuration_mhtn import MHTNConfig
 from .configuration_uncsm import UNCSMConfig
 from .configuration_xmodal import TOWER_DIMS, XmodalConfig
 from .inputs import add_towers
 from .modeling_cmsl import CMSLModel, CMSLPreTrainedModel
 from .modeling_daml import DAMLModel, DAMLPreTrainedModel
+from .modeling_dckt import DCKTModel, DCKTPreTrainedModel
 from .modeling_dscmr import DSCMRModel, DSCMRPreTrainedModel
+from .modeling_mhtn import MHTNModel, MHTNPreTrainedModel
 from .modeling_outputs import CrossModalOutput
 from .modeling_uncsm import UNCSMModel, UNCSMPreTrainedModel
 from .processing_xmodal import XmodalProcessor, XmodalTowerProcessor
@@ -24,6 +28,8 @@ MODELS = {
     "daml": (DAMLConfig, DAMLModel),
     "uncsm": (UNCSMConfig, UNCSMModel),
     "cmsl": (CMSLConfig, CMSLModel),
+    "dckt": (DCKTConfig, DCKTModel),
+    "mhtn": (MHTNConfig, MHTNModel),
 }
 """Model name (its `model_type`) → (config class, model class)."""
 
@@ -49,9 +55,15 @@ __all__ = [
     "DAMLConfig",
     "DAMLModel",
     "DAMLPreTrainedModel",
+    "DCKTConfig",
+    "DCKTModel",
+    "DCKTPreTrainedModel",
     "DSCMRConfig",
     "DSCMRModel",
     "DSCMRPreTrainedModel",
+    "MHTNConfig",
+    "MHTNModel",
+    "MHTNPreTrainedModel",
     "UNCSMConfig",
     "UNCSMModel",
     "UNCSMPreTrainedModel",

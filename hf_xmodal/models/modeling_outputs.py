@@ -17,6 +17,8 @@ class CrossModalOutput(ModelOutput):
         image_logits: per-image label scores `(batch, num_labels)`, if the method predicts labels.
         text_logits: per-text label scores, `(batch, num_labels)`.
         loss_terms: every weighted loss term by the name used in the config, detached.
+        modality_embeds: every given modality's embeddings by name, for models that take more
+            than two modalities (MHTN).
     """
 
     loss: torch.Tensor | None = None
@@ -25,3 +27,4 @@ class CrossModalOutput(ModelOutput):
     image_logits: torch.Tensor | None = None
     text_logits: torch.Tensor | None = None
     loss_terms: dict[str, torch.Tensor] | None = None
+    modality_embeds: dict[str, torch.Tensor] | None = None

@@ -1,7 +1,13 @@
 """Training: the loop behind `scripts/train.py` (`main`), evaluation, results files, validation
 splits, presets, and the callback that trains a model with `transformers.Trainer`."""
 
-from .evaluation import embed_split, pr_curves, score_embeddings, unique_images
+from .evaluation import (
+    embed_split,
+    evaluate_modalities,
+    pr_curves,
+    score_embeddings,
+    unique_images,
+)
 from .presets import PRESET_NAMES, PRESETS, preset_for, preset_overrides
 from .results import (
     RESULTS_FILE,
@@ -28,6 +34,7 @@ __all__ = [
     "config_hash",
     "describe_validation",
     "embed_split",
+    "evaluate_modalities",
     "headline",
     "headline_metrics",
     "load_results",
