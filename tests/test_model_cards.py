@@ -2,6 +2,7 @@
 (Wikipedia features) and a caption run (several captions per image, the towers' feature sizes, so
 the checkpoint carries the towers), and checked against the run's results and the code."""
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -155,20 +156,30 @@ def test_recommended_settings_are_the_configs(model):
 
 
 def _behaviour(model) -> tuple:
-    """What a component being off can change: the modules built, the stages, the loss terms."""
+    """What a component being off can change: the modules built, the stages, the loss terms, what
+    the end of an epoch logs."""
     torch.manual_seed(0)
     batch = {
         "image_features": torch.rand(6, model.config.image_feature_dim),
         "text_features": torch.rand(6, model.config.text_feature_dim),
         "labels": torch.tensor([0, 1, 2, 0, 1, 2]),
     }
+    accepted = inspect.signature(model.forward).parameters
+    if model.requires_source_dataset:  # its source batch: the same pairs
+        batch |= {f"source_{k}": v for k, v in batch.items() if f"source_{k}" in accepted}
+    if "index" in accepted:  # the rows' place in the training set
+        batch["index"] = torch.arange(6)
+    pairs = {k: batch[k].numpy() for k in ("image_features", "text_features", "labels")}
+    data = {"target": Dataset.from_dict({**pairs, "index": list(range(6))})}
     stages = [(stage, n) for stage, n in model.training_stages(10) if n]
-    terms = set()
+    terms, logged = set(), set()
     for stage, _ in stages:
         model.set_training_stage(stage)
         out = model(**batch)
         terms |= {(stage, k) for k, v in out.loss_terms.items() if v != 0}
-    return sorted((k, tuple(v.shape)) for k, v in model.state_dict().items()), stages, sorted(terms)
+        logged |= {(stage, k, round(v, 4)) for k, v in model.on_epoch_end(1, data).items()}
+    state = sorted((k, tuple(v.shape)) for k, v in model.state_dict().items())
+    return state, stages, sorted(terms), sorted(logged)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

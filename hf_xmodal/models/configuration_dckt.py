@@ -111,10 +111,10 @@ class DCKTConfig(XmodalConfig):
             `"softmax"` of the target fc10 (the authors) or the target `"fc9"` activations;
             compared by cosine.
 
-    Setting a weight to 0 switches its component off. "Target only" (no transfer) is
-    `{"source_semantic_weight": 0, "media_mmd_weight": 0, "correlation_mmd_weight": 0,
-    "progressive_transfer": false, "source_pretrain_fraction": 0}`: the target network alone,
-    trained on every target pair with its semantic and pair terms for the same epochs.
+    Setting a weight to 0 switches its component off. "Target only" (no transfer) sets
+    source_semantic_weight, media_mmd_weight, correlation_mmd_weight and
+    source_pretrain_fraction to 0 and progressive_transfer to false (the card's baseline): the
+    target network alone, trained on every target pair with its semantic and pair terms.
     """
 
     model_type = "dckt"

@@ -31,8 +31,8 @@ class MHTNConfig(XmodalConfig):
     + cross_modal_weight·L_star + semantic_weight·Σ_m CE_m + adversarial_weight·L_adv`.
 
     Args:
-        extra_modalities (`dict[str, int]`, defaults to `{}`): target modalities beyond image and
-            text, name → feature size (e.g. `{"tags": 384}`); a batch carries them as
+        extra_modalities (`dict[str, int]`, *optional*): target modalities beyond image and
+            text, name → feature size (e.g. tags: 384); a batch carries them as
             `<name>_features` (or, in raw mode, `<name>_input_ids` / `<name>_attention_mask`
             through the text tower, so their size must then be 384).
         hidden_dim (`int`, defaults to 512): width of fc6 and fc7 of each branch (paper: 4096).
@@ -67,8 +67,8 @@ class MHTNConfig(XmodalConfig):
             `"softmax"` of fc10 (the authors) or `"fc9"`; compared by cosine.
 
     Setting a weight to 0 switches its component off (its module is not built). "Target only"
-    (no transfer) is `{"source_semantic_weight": 0, "single_modal_mmd_weight": 0}`: the source
-    images are not used at all.
+    (no transfer) sets source_semantic_weight and single_modal_mmd_weight to 0 (the card's
+    baseline): the source images are not used at all.
     """
 
     model_type = "mhtn"

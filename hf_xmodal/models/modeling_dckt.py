@@ -248,7 +248,10 @@ class DCKTModel(DCKTPreTrainedModel):
             sel.rounds += 1
         round_ = int(sel.rounds) + 1
         consistency = sel.consistency
-        if self.config.adaptive_feedback or sel.rounds == 0 or len(consistency) != len(labels):
+        rescore = (
+            self.config.adaptive_feedback or sel.rounds == 0 or len(consistency) != len(labels)
+        )
+        if rescore:
             consistency = self.cross_media_consistency(image_features, text_features, labels)
         prob = selection_probability(consistency, round_, self.config.selection_alpha).cpu()
         generator = torch.Generator().manual_seed(torch.initial_seed() + round_)
@@ -257,6 +260,7 @@ class DCKTModel(DCKTPreTrainedModel):
             "round": float(round_),
             "pairs_selected": float(sel.weights.sum()),
             "mean_consistency": float(sel.consistency.mean()),
+            "consistency_rescored": float(rescore),
         }
 
     def on_epoch_end(self, epoch: int, data: dict) -> dict[str, float]:
