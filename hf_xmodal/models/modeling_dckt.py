@@ -372,12 +372,16 @@ class DCKTModel(DCKTPreTrainedModel):
             return out
         c, stage = self.config, self.training_stage
         y = loss_targets(out.image_embeds, out.text_embeds, labels, c.num_labels)
+        embeds = (out.image_embeds, out.text_embeds)
         terms = {}
 
         def add(name: str, value: torch.Tensor) -> None:
             if getattr(c, f"{name}_weight") > 0:
                 terms[name] = terms.get(name, 0) + value
 
+        if c.instance_contrastive_weight > 0:
+            # the optional instance-level term of every model, on the target's embeddings
+            add("instance_contrastive", self.instance_contrastive(*embeds, labels))
         if stage in ("target_pretrain", "transfer"):
             w = self._pair_weights(index, len(y), y.device)
             t_img, t_txt = acts["image"], acts["text"]

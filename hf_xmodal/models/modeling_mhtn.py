@@ -289,6 +289,11 @@ class MHTNModel(MHTNPreTrainedModel):
             terms["adversarial"] = F.cross_entropy(
                 self.discriminator(hidden), modality.repeat_interleave(len(y))
             )
+        if c.instance_contrastive_weight > 0:
+            # the optional instance-level term of every model, on the image and text embeddings
+            terms["instance_contrastive"] = self.instance_contrastive(
+                embeds["image"], embeds["text"], labels
+            )
         if self.uses_source():
             self._source_loss(source_image_features, source_labels, acts["image"], terms)
         weights = {name: getattr(c, f"{name}_weight") for name in terms}
