@@ -17,7 +17,8 @@ from transformers import AutoModel
 
 import hf_xmodal  # noqa: F401  (registers the model classes)
 from hf_xmodal.data import load_dataset_by_name
-from hf_xmodal.training import atomic_write_text, evaluate_modalities
+from hf_xmodal.files import atomic_write
+from hf_xmodal.training import evaluate_modalities
 
 
 def main(argv: list[str]) -> dict[str, float]:
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> dict[str, float]:
     if args.split not in data:
         raise SystemExit(f"the dataset has no split {args.split!r}; it has {list(data)}")
     results = evaluate_modalities(model, data[args.split])
-    atomic_write_text(run_dir / f"modalities_{args.split}.json", json.dumps(results, indent=2))
+    atomic_write(run_dir / f"modalities_{args.split}.json", json.dumps(results, indent=2))
     for key, value in results.items():
         print(f"{key:>24}  {value:.4f}")
     return results
