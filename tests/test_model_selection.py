@@ -68,6 +68,7 @@ def disagreeing_run(tmp_path_factory):
     args = ["--dataset", str(root / "data"), "--output_dir", str(root / "run")]
     args += ["--epochs", str(EPOCHS), "--eval_every", "1", "--batch_size", "20"]
     args += ["--learning_rate", "3e-3", "--lr_schedule", "constant"]
+    args += ["--standardize", "false"]  # the arrangement is built in the features' own scale
     args += ["--model_config", '{"hidden_dims": [16], "embed_dim": 8}']
     subprocess.run([sys.executable, str(SCRIPT), *args], check=True, capture_output=True)
     return data, root / "run"

@@ -363,6 +363,11 @@ class CMSLModel(CMSLPreTrainedModel):
             terms["quantization"] = ((binarize(h_u) - h_u) ** 2).mean() + (
                 (binarize(h_v) - h_v) ** 2
             ).mean()
+        if config.instance_contrastive_weight > 0:
+            # on the codes, with the straight-through gradient
+            b_u = h_u + (binarize(h_u) - h_u).detach()
+            b_v = h_v + (binarize(h_v) - h_v).detach()
+            terms["instance_contrastive"] = self.instance_contrastive(b_u, b_v, labels)
         weights = {name: getattr(config, f"{name}_weight") for name in terms}
         out.loss, out.loss_terms = weighted_sum(terms, weights)
         return out
