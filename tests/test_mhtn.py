@@ -203,3 +203,24 @@ def test_a_third_feature_column_becomes_a_modality_and_the_source_gives_images_o
         model.training_datasets(
             DatasetDict({"train": target["train"].remove_columns("tags_features")}), source
         )
+
+
+def test_validation_embeds_and_scores_every_modality():
+    """The training loop's evaluation streams every modality's column and scores each direction."""
+    from hf_xmodal.evaluation import evaluate_retrieval
+    from hf_xmodal.training.evaluation import embed_split, score_embeddings
+
+    model = make_model().eval()
+    batch = make_batch(n=12)
+    columns = ("image_features", "text_features", "tags_features", "labels")
+    split = Dataset.from_dict({c: batch[c].numpy() for c in columns})
+    embeds = embed_split(model, split)
+    assert set(embeds) == {"image_embeds", "text_embeds", "tags_embeds", "labels"}
+    with torch.no_grad():
+        tags = model.get_modality_features("tags", batch["tags_features"])
+    torch.testing.assert_close(embeds["tags_embeds"], tags)
+    scores = score_embeddings(model, embeds)
+    by_hand = evaluate_retrieval(embeds["text_embeds"], tags, batch["labels"], batch["labels"])
+    assert scores["map_text2tags"] == pytest.approx(by_hand["map_i2t"])
+    assert scores["map_tags2text"] == pytest.approx(by_hand["map_t2i"])
+    assert len(scores) == 7  # six directions and their mean

@@ -114,8 +114,9 @@ class XmodalPreTrainedModel(PreTrainedModel):
 
     @property
     def input_columns(self) -> tuple[str, ...]:
-        """The dataset columns `forward` takes besides the labels (evaluation streams them)."""
-        return ("image_features", "text_features")
+        """The dataset columns `forward` takes besides the labels (evaluation streams them):
+        `<medium>_features` of each of `modalities`."""
+        return tuple(f"{m}_features" for m in self.modalities)
 
     def _init_weights(self, module: nn.Module):
         if isinstance(module, nn.Linear):

@@ -34,8 +34,9 @@ def embed_split(model, split: Dataset, batch_size: int = 512) -> dict[str, torch
     for start in range(0, len(split), batch_size):
         batch = columns[start : start + batch_size]
         out = model(**{k: batch[k].to(model.device) for k in model.input_columns})
-        for key, values in parts.items():
-            values.append(out[key].float().cpu())
+        media = out.modality_embeds or {m: out[f"{m}_embeds"] for m in model.modalities}
+        for m in model.modalities:
+            parts[f"{m}_embeds"].append(media[m].float().cpu())
     model.train(was_training)
     embeds = {key: torch.cat(values) for key, values in parts.items()}
     if labels:
