@@ -7,10 +7,11 @@
 
 Each mutation replaces one snippet of one file with a wrong version, in a scratch copy of the
 repository (the working tree is never touched), and runs the listed tests there with `pytest -x`;
-the mutation is caught when they fail (or cannot be collected). The unmutated copy first runs
-every selected mutation's tests, which must pass. Prints a caught / survived table (Markdown) and
-exits with status 1 if a mutation survives or a snippet is no longer found in its file (update
-the list after a change).
+the mutation is caught when they fail (or cannot be collected). Before anything runs, every
+selected mutation must apply (its original snippet found exactly once in its file): a stale one
+stops the check, naming it (update the list after a change). The unmutated copy then runs every
+selected mutation's tests, which must pass. Prints a caught / survived table (Markdown) with the
+total time, and exits with status 1 if a mutation survives.
 
 A spot guarded twice appears twice, once per guard, each row running only that guard's tests.
 """
@@ -73,8 +74,8 @@ MUTATIONS = [
     Mutation(
         "embed_split leaves the model in training mode (dropout on)",
         "hf_xmodal/training/evaluation.py",
-        "    model.eval()\n",
-        "",
+        "    model.eval()\n    parts: dict",
+        "    parts: dict",
         ("tests/test_model_selection.py::test_embed_split_embeds_in_eval_mode",),
     ),
     # --- loss terms -----------------------------------------------------------------------------
@@ -251,10 +252,10 @@ MUTATIONS = [
     ),
     # --- data splits ----------------------------------------------------------------------------
     Mutation(
-        "split overlap: validation rows left in the test split",
+        "split overlap: the validation rows stay in the split they came from",
         "hf_xmodal/data/features.py",
-        'columns["test"] = {name: value[validation_size:] for name, value in test.items()}',
-        'columns["test"] = {name: value[0:] for name, value in test.items()}',
+        '(("validation", in_validation), (source, ~in_validation))',
+        '(("validation", in_validation), (source, in_validation | ~in_validation))',
         ("tests/test_data.py",),
     ),
     # --- pretrained towers ----------------------------------------------------------------------
@@ -273,6 +274,11 @@ MUTATIONS = [
         ("tests/test_towers.py::test_image_normalisation_is_the_towers_own",),
     ),
 ]
+
+
+def applies(m: Mutation) -> bool:
+    """Whether the mutation changes its file: the original snippet is there exactly once."""
+    return m.mutant != m.original and (ROOT / m.file).read_text().count(m.original) == 1
 
 
 def scratch_copy(destination: Path) -> Path:
@@ -331,16 +337,20 @@ def main(argv: list[str]) -> int:
         return 0
     if not selected:
         raise SystemExit(f"no mutation name contains any of {args.k}")
+    stale = [m.name for m in selected if not applies(m)]
+    if stale:
+        raise SystemExit(
+            "these mutations no longer apply (the original snippet is not found exactly once in "
+            "its file, or the mutant equals it): update them first\n  " + "\n  ".join(stale)
+        )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still remove the scratch copy
+    began = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="mutation_check_") as tmp:
         copies: queue.Queue[Path] = queue.Queue()
         for i in range(args.jobs):
             copies.put(scratch_copy(Path(tmp) / str(i)))
         repo = copies.queue[0]
-        stale = [m for m in selected if (repo / m.file).read_text().count(m.original) != 1]
-        for m in stale:
-            print(f"STALE: '{m.name}': its original snippet is not found exactly once in {m.file}")
         all_tests = tuple(dict.fromkeys(t for m in selected for t in m.tests))
         if args.skip_unmutated:
             print("unmutated: not run (--skip_unmutated)\n")
@@ -351,8 +361,6 @@ def main(argv: list[str]) -> int:
             print(f"unmutated: {summary}\n")
 
         def check(m: Mutation) -> tuple[Mutation, str, float, str]:
-            if m in stale:
-                return m, "STALE", 0.0, ""
             repo = copies.get()
             path = repo / m.file
             original = path.read_text()
@@ -377,7 +385,8 @@ def main(argv: list[str]) -> int:
         tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in m.tests)
         print(f"| {m.name} | `{m.file}` | {tests} | {result} ({seconds:.0f} s) |")
     caught = sum(result == "caught" for _, result, _, _ in rows)
-    print(f"\n{caught} of {len(rows)} caught")
+    minutes = (time.perf_counter() - began) / 60
+    print(f"\n{caught} of {len(rows)} caught ({minutes:.1f} min in all)")
     return 0 if caught == len(rows) else 1
 
 
