@@ -69,7 +69,9 @@ MUTATIONS = [
         "hf_xmodal/training/trainer.py",
         'if run.schedule[-1] == stage and metrics[key] > state["best"]:',
         'if metrics[key] > state["best"]:',
-        ("tests/test_train.py", "tests/test_uncsm.py", "tests/test_model_selection.py"),
+        (
+            "tests/test_model_selection.py::test_a_staged_model_is_selected_among_its_final_stage_epochs",
+        ),
     ),
     Mutation(
         "embed_split leaves the model in training mode (dropout on)",

@@ -5,6 +5,9 @@ from the training distribution (the more the model learns, the better it scores)
 validation text carries the class prototype of the *next* class (the more the model learns, the
 worse it scores). The first epoch is then the best on validation and the worst on test, so a
 checkpoint chosen on test, or test scored on the last epoch's weights, shows up in the saved model.
+A model trained in stages is selected among the epochs of its final stage only: a pre-training
+stage taught the validation split's own arrangement scores best on validation, and must still not
+be the saved model.
 """
 
 import subprocess
@@ -16,11 +19,12 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from safetensors.torch import load_file
+from toy_transfer import ToyTransferModel
 from transformers import AutoModel, AutoProcessor
 
 from hf_xmodal.evaluation import evaluate_retrieval
 from hf_xmodal.models import UNCSMConfig, UNCSMModel
-from hf_xmodal.training import embed_split, load_results
+from hf_xmodal.training import embed_split, load_results, main, score_embeddings
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
 NUM_CLASSES, DIM, EPOCHS = 4, 8, 4
@@ -128,3 +132,35 @@ def test_embed_split_embeds_in_eval_mode():
     torch.testing.assert_close(embeds["image_embeds"], eval_mode.image_embeds)
     torch.testing.assert_close(embeds["text_embeds"], eval_mode.text_embeds)
     torch.testing.assert_close(embeds["labels"], columns["label"])
+
+
+def test_a_staged_model_is_selected_among_its_final_stage_epochs(tmp_path):
+    """`toy_transfer` pre-trains on a source whose texts carry the next class's prototype, as the
+    validation texts do, then aligns the target's pairs (own class's prototype): its pre-training
+    epochs score best on validation, and the saved model must still be the best epoch of the
+    final stage, the stage that makes the retrieval model."""
+    source = DatasetDict(train=prototype_split(400, seed=3, text_class_shift=1))
+    target = DatasetDict(
+        train=prototype_split(400, seed=0, text_class_shift=0),
+        validation=prototype_split(80, seed=1, text_class_shift=1),
+        test=prototype_split(80, seed=2, text_class_shift=0),
+    )
+    source.save_to_disk(tmp_path / "source")
+    target.save_to_disk(tmp_path / "target")
+    args = ["--model", "toy_transfer:ToyTransferModel", "--epochs", "4", "--eval_every", "1"]
+    args += ["--dataset", str(tmp_path / "target"), "--source_dataset", str(tmp_path / "source")]
+    args += ["--batch_size", "40", "--learning_rate", "0.1", "--lr_schedule", "constant"]
+    args += ["--standardize", "false", "--output_dir", str(tmp_path / "run")]
+    results = main(args)
+
+    curve = results["validation_curve"]
+    assert [p["stage"] for p in curve] == ["source", "source", "target", "target"]
+    pretraining = [p["map_avg"] for p in curve if p["stage"] == "source"]
+    final = {p["epoch"]: p["map_avg"] for p in curve if p["stage"] == "target"}
+    assert min(pretraining) > max(final.values()) + 0.2, curve  # the arrangement holds
+    assert results["best_epoch"] == max(final, key=final.get)
+    assert results["validation"]["map_avg"] == pytest.approx(final[results["best_epoch"]])
+    # The saved weights are that epoch's: they score its validation value.
+    saved = ToyTransferModel.from_pretrained(tmp_path / "run" / "model")
+    scores = score_embeddings(saved, embed_split(saved, target["validation"]))
+    assert scores["map_avg"] == pytest.approx(final[results["best_epoch"]], abs=1e-6)
