@@ -183,15 +183,36 @@ class FeatureMLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def distributed() -> bool:
+    """Whether more than one training process runs."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def gather_batch(x: torch.Tensor) -> torch.Tensor:
     """Rows of `x` from every training process, concatenated in rank order, keeping gradients.
 
     In-batch pairwise losses use it so that N processes with batches of B/N see the same pairs
     as one process with a batch of B. Without distributed training it returns `x`.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    return torch.cat(all_gather(x))
+    return torch.cat(all_gather(x)) if distributed() else x
+
+
+class GatheredBatchNorm1d(nn.BatchNorm1d):
+    """`BatchNorm1d` whose training statistics are those of the batch gathered from every
+    process (`gather_batch`), so N processes normalise as one process with the whole batch
+    (SyncBatchNorm's job, on any device). Same parameters and buffers as `BatchNorm1d`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed()):
+            return super().forward(x)
+        whole = gather_batch(x)
+        mean, var = whole.mean(0), whole.var(0, unbiased=False)
+        with torch.no_grad():
+            n, momentum = len(whole), self.momentum
+            self.running_mean.lerp_(mean, momentum)
+            self.running_var.lerp_(var * n / (n - 1), momentum)
+            self.num_batches_tracked += 1
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 class _ReverseGradient(torch.autograd.Function):

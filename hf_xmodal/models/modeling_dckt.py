@@ -9,7 +9,13 @@ from transformers.utils import logging
 
 from .configuration_dckt import DCKTConfig
 from .inputs import ModalityInputs
-from .layers import check_features, labels_to_targets, loss_targets
+from .layers import (
+    GatheredBatchNorm1d,
+    check_features,
+    gather_batch,
+    labels_to_targets,
+    loss_targets,
+)
 from .losses import mmd, weighted_sum
 from .modeling_outputs import CrossModalOutput
 from .modeling_xmodal import XmodalPreTrainedModel, paired_stream
@@ -21,10 +27,10 @@ MEDIA = ("image", "text")
 
 
 def fc_block(input_dim: int, output_dim: int, batch_norm: bool, dropout: float) -> nn.Sequential:
-    """Linear (→ BatchNorm) → ReLU (→ Dropout)."""
+    """Linear (→ BatchNorm over every process's batch) → ReLU (→ Dropout)."""
     layers: list[nn.Module] = [nn.Linear(input_dim, output_dim)]
     if batch_norm:
-        layers.append(nn.BatchNorm1d(output_dim))
+        layers.append(GatheredBatchNorm1d(output_dim))
     layers.append(nn.ReLU())
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
@@ -79,7 +85,8 @@ def pair_distance(image_acts, text_acts) -> torch.Tensor:
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ w·x / Σ w (0 when no weight is positive)."""
+    """Σ w·x / Σ w over the batch of every process (0 when no weight is positive)."""
+    values, weights = gather_batch(values), gather_batch(weights)
     return (weights * values).sum() / weights.sum().clamp_min(1e-12)
 
 
@@ -396,10 +403,12 @@ class DCKTModel(DCKTPreTrainedModel):
             add("source_semantic", semantic_loss(s_img["fc10"], s_txt["fc10"], s_y).mean())
             add("pair_consistency", pair_distance(s_img, s_txt).mean())
         if stage == "transfer" and self.transfers():
-            selected = w > 0
+            # The MMDs compare the whole batch of every process: N processes train as one.
+            selected = gather_batch(w) > 0
             if selected.any():
-                t_img = {k: v[selected] for k, v in t_img.items()}
-                t_txt = {k: v[selected] for k, v in t_txt.items()}
+                s_img, s_txt = ({k: gather_batch(v) for k, v in s.items()} for s in (s_img, s_txt))
+                t_img = {k: gather_batch(v)[selected] for k, v in t_img.items()}
+                t_txt = {k: gather_batch(v)[selected] for k, v in t_txt.items()}
 
                 def discrepancy(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                     return mmd(source, target, c.mmd_kernels, c.mmd_kernel_mul)

@@ -8,6 +8,7 @@ from .configuration_mhtn import MHTNConfig
 from .inputs import ModalityInputs
 from .layers import (
     check_features,
+    gather_batch,
     labels_to_targets,
     loss_targets,
     reversal_schedule,
@@ -224,10 +225,11 @@ class MHTNModel(MHTNPreTrainedModel):
             y = y / y.sum(1, keepdim=True).clamp_min(1)
             terms["source_semantic"] = F.cross_entropy(self.source_classifier(s7), y)
         if c.single_modal_mmd_weight > 0:
-            # MMD(source images, target images) at fc6 and fc7
-            terms["single_modal_mmd"] = mmd(
-                s6, target_image["fc6"], c.mmd_kernels, c.mmd_kernel_mul
-            ) + mmd(s7, target_image["fc7"], c.mmd_kernels, c.mmd_kernel_mul)
+            # MMD(source images, target images) at fc6 and fc7, over every process's batch
+            terms["single_modal_mmd"] = sum(
+                mmd(gather_batch(s), gather_batch(target_image[k]), c.mmd_kernels, c.mmd_kernel_mul)
+                for k, s in (("fc6", s6), ("fc7", s7))
+            )
 
     def forward(
         self,
