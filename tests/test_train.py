@@ -167,7 +167,8 @@ def test_arguments_from_a_json_file(train, tmp_path):
     [
         (["--model", "nope"], "--model must be one of"),
         (["--model_config", "{bad"], "not valid JSON"),
-        (["--model_config", '{"embed_dim": 0}'], "embed_dim"),
+        (["--model_config", '{"embed_dim": 0}'], "(?s)--model_config: .*embed_dim"),
+        (["--model_config", '{"embed_dimm": 7}'], "--model_config: .*did you mean 'embed_dim'"),
         (["--epochs", "0"], "--epochs must be positive"),
         (["--epoch", "3"], "not used"),  # no abbreviations
         (["--dataset", "no_such_dataset"], "unknown dataset"),

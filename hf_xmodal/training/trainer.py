@@ -26,6 +26,7 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from datasets import Dataset, DatasetDict
+from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
@@ -33,7 +34,7 @@ from transformers.utils import logging
 
 from ..data import load_dataset_by_name, validate_feature_dataset
 from ..evaluation import plot_pr_curves
-from ..files import atomic_write
+from ..files import atomic_write, sync_files
 from ..models import MODELS, TOWER_DIMS, XmodalProcessor, XmodalTowerProcessor, add_towers
 from ..models.modeling_xmodal import XmodalPreTrainedModel, label_column
 from .evaluation import embed_split, pr_curves, score_embeddings
@@ -293,10 +294,13 @@ def setup(args: TrainArguments) -> Run:
         )
     except ValueError as e:
         raise SystemExit(f"--preset: {e}") from None
-    config = model_class.config_class(
-        **model_class.config_from_datasets(target, source),
-        **{**overrides, **config_overrides(args.model_config)},
-    )
+    try:
+        config = model_class.config_class(
+            **model_class.config_from_datasets(target, source),
+            **{**overrides, **config_overrides(args.model_config)},
+        )
+    except (TypeError, ValueError, StrictDataclassError) as e:
+        raise SystemExit(f"--model_config: {e}") from None
     model = model_class(config)
     streams = build_loaders(args, accelerator, model, target, source)
     optimizer = torch.optim.AdamW(
@@ -396,8 +400,10 @@ def save_checkpoint(run: Run, state: dict, best_weights: dict) -> None:
     checkpoints = run.output_dir / "checkpoints"
     path = checkpoints / f"epoch_{state['epoch']}"
     run.accelerator.save_state(path)
+    run.accelerator.wait_for_everyone()
     if run.accelerator.is_main_process:
         save_file(best_weights, path / BEST_WEIGHTS)
+        sync_files(path)  # on disk before the state file marks the checkpoint complete
         atomic_write(path / STATE_FILE, json.dumps(state))
         for old in checkpoints.glob("epoch_*"):
             if old != path:
