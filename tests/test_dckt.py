@@ -390,3 +390,16 @@ def test_the_training_script_runs_the_stages_and_logs_the_rounds(tmp_path):
     assert loaded.config.source_num_labels == 10 and len(loaded.selection.weights) == 0
     with pytest.raises(SystemExit, match="pass --source_dataset"):
         main(["--model", "dckt", "--output_dir", str(tmp_path / "no-source")])
+
+
+def test_the_first_round_keeps_the_most_consistent_pair_and_never_the_least():
+    """Round 1 selects with Prob = α for the most consistent pair and 0 for the least: with α = 1
+    the one is always drawn and the other never, whatever the seed."""
+    model, batch = make_model(selection_alpha=1.0), make_batch(n=30)
+    model.set_training_stage("target_pretrain")  # its selection is for round 1
+    for seed in range(4):
+        torch.manual_seed(seed)
+        assert model.on_epoch_end(1, target_stream(batch))["round"] == 1
+        consistency, weights = model.selection.consistency, model.selection.weights
+        assert weights[consistency.argmax()] == 1 and weights[consistency.argmin()] == 0
+        assert 0 < weights.sum() < 30
