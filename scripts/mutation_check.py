@@ -232,8 +232,8 @@ MUTATIONS = [
     Mutation(
         "DCKT: MMD against every target row, not the selected ones",
         "hf_xmodal/models/modeling_dckt.py",
-        "t_img = {k: v[selected] for k, v in t_img.items()}",
-        "t_img = dict(t_img)",
+        "t_img = {k: gather_batch(v)[selected] for k, v in t_img.items()}",
+        "t_img = {k: gather_batch(v) for k, v in t_img.items()}",
         ("tests/test_loss_terms.py::test_dckt_terms",),
     ),
     Mutation(
@@ -340,8 +340,8 @@ MUTATIONS = [
     Mutation(
         "MHTN: single-modal MMD compares source fc6 with target fc7",
         "hf_xmodal/models/modeling_mhtn.py",
-        's6, target_image["fc6"]',
-        's6, target_image["fc7"]',
+        'for k, s in (("fc6", s6), ("fc7", s7))',
+        'for k, s in (("fc7", s6), ("fc7", s7))',
         ("tests/test_loss_terms.py::test_mhtn_terms",),
     ),
     Mutation(
