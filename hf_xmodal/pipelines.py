@@ -156,11 +156,7 @@ class CrossModalRetrievalPipeline(Pipeline):
     def preprocess(self, batch: tuple[str, Sequence]) -> dict[str, Any]:
         """`(input name, values)` → the model's inputs, through the model's processor."""
         key, values = batch
-        if key in MEDIA and not isinstance(self.processor, XmodalTowerProcessor):
-            raise ValueError(
-                f"this model takes {key}_features, not raw {key}s: photos and sentences need a "
-                "model that carries the pretrained towers (trained on their features)"
-            )
+        self._check_raw(key)
         if key == "image":
             inputs = self.processor(images=list(values))
         elif key == "text":
@@ -194,6 +190,14 @@ class CrossModalRetrievalPipeline(Pipeline):
             for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True)
         ]
 
+    def _check_raw(self, key: str) -> None:
+        """Photos and sentences need a processor with the towers' image and text processing."""
+        if key in MEDIA and not isinstance(self.processor, XmodalTowerProcessor):
+            raise ValueError(
+                f"this model takes {key}_features, not raw {key}s: photos and sentences need a "
+                "model that carries the pretrained towers (trained on their features)"
+            )
+
     def _batches(self, key: str, values: Sequence, batch_size: int, desc: str):
         """Batches `(key, values[i:i + batch_size])`, with a progress bar when there are several."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -203,8 +207,12 @@ class CrossModalRetrievalPipeline(Pipeline):
             yield key, values[start : start + batch_size]
 
     def _embed(self, key: str, values: Sequence, batch_size: int) -> torch.Tensor:
-        batches = self._batches(key, values, batch_size, f"indexing {INPUT_KEYS[key]}s")
-        return torch.cat([self.forward(self.preprocess(batch))["embeds"] for batch in batches])
+        """A gallery's embeddings, through the model's batched `encode`."""
+        self._check_raw(key)
+        items = list(values) if key in MEDIA else np.asarray(values, dtype=np.float32)
+        return self.model.encode(
+            items, INPUT_KEYS[key], batch_size=batch_size, processor=self.processor
+        )
 
     # ---------------------------------------------------------------------------------------------
     # Queries
