@@ -2,6 +2,7 @@
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -28,6 +29,7 @@ def test_float_search_matches_brute_force(metric, n_queries, block_elements, mon
     gallery, queries = randn(50, 8, seed=1), randn(n_queries, 8, seed=2)
     index = RetrievalIndex(8, metric)
     index.add(gallery[:20])
+    index.search(queries, 5)  # reads the first 20 in place; adding more must not leave them stale
     index.add(gallery[20:].numpy())
     assert len(index) == 50
     expected = pairwise_scores(queries, gallery, metric)
@@ -84,20 +86,47 @@ def test_binary_index_matches_hamming_distance(tmp_path, bits, zero_one):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("counting", [False, True])  # FAISS's heap or counting selection
-@pytest.mark.parametrize("n_queries", [1, 40])
+@pytest.mark.parametrize(
+    ("n_queries", "counting"), [(1, False), (40, False), (40, True)]
+)  # FAISS's heap (always for one query) or counting selection
 def test_hamming_ties_come_in_gallery_order(n_queries, counting, monkeypatch):
-    """Few distinct codes, so that nearly every distance is shared by many gallery items."""
-    monkeypatch.setattr(index_module, "_COUNTING_MIN_ITEMS", 0 if counting else 1 << 30)
+    """Few distinct codes, so that nearly every distance is shared by many gallery items; a
+    batch scans the gallery in several blocks."""
+    if not counting:
+        monkeypatch.setattr(index_module, "_COUNTING_MAX_SLOTS", 0)
+    monkeypatch.setattr(index_module, "_HAMMING_BLOCK_BYTES", 2 * 512)  # 512 codes of 16 bits
+    monkeypatch.setattr(faiss.cvar, "hamming_batch_size", 256)
     distinct = codes(6, 16, 11)
     pick = torch.randint(0, 6, (3000,), generator=torch.Generator().manual_seed(12))
     gallery, queries = distinct[pick], codes(n_queries, 16, 13)
     index = RetrievalIndex(16, "hamming")
     index.add(gallery[:1000])
     index.add(gallery[1000:])
+    threads = faiss.omp_get_max_threads()
     scores, indices = index.search(queries, 700)
+    assert index._faiss.use_heap != counting
+    assert (faiss.omp_get_max_threads(), faiss.cvar.hamming_batch_size) == (threads, 256)
     values, order = hamming_distance(queries, gallery).sort(dim=1, stable=True)
     assert torch.equal(-scores, values[:, :700]) and torch.equal(indices, order[:, :700])
+
+
+def test_float_top_k_by_slab_maxima_equals_top_k(monkeypatch):
+    """The slab narrowing keeps the k best, also when they crowd into one column, over columns
+    not divisible by the slabs, and with ties (then any of the tied columns)."""
+    monkeypatch.setattr(index_module, "_SLAB_MIN_SCORES", 0)
+    k, width = 5, 32 * 5
+    n = index_module._SLABS * width + 7
+    scores = randn(3, n, seed=20)
+    scores[1, torch.arange(index_module._SLABS) * width + 4] += 10  # one column holds the best
+    scores[2, -3:] += 10  # the best beyond the last whole slab
+    values, indices = index_module._topk(scores, k)
+    expected = scores.topk(k, dim=1)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+    ties = torch.randint(0, 4, (3, n), generator=torch.Generator().manual_seed(21)).float()
+    values, indices = index_module._topk(ties, k)
+    assert torch.equal(values, ties.topk(k, dim=1).values)
+    assert torch.equal(ties.gather(1, indices), values)
+    assert all(len(row.unique()) == k for row in indices)
 
 
 @pytest.mark.parametrize("bits", [12, 64])

@@ -10,8 +10,10 @@ its queries are.
 
 Each vector is stored once, in the FAISS index; torch reads it in place. `search` returns the top
 k, best first. Codes are searched by FAISS's exhaustive Hamming top k, whose equal distances come
-in gallery order (lower index first), the tie rule of `hf_xmodal.evaluation.metrics`. Floats are
-searched by torch, a matrix product and top k per block of the gallery (FAISS's flat search is
+in gallery order (lower index first), the tie rule of `hf_xmodal.evaluation.metrics`: a single
+query on one thread with a heap, a batch on all of FAISS's threads counting per distance, with
+few waits for each other (see `_hamming_search`). Floats are searched by torch, a matrix
+product per block of the gallery and a top k narrowed by slab maxima (FAISS's flat search is
 slower here: one thread for a single query, its own BLAS for batches; see
 `scripts/benchmark_search.py`); exact ties among float scores may come in either order. `scores`
 returns the full score matrix computed in torch: evaluation ranks that.
@@ -39,8 +41,14 @@ _INDEX_FILE = "index.faiss"
 _CONFIG_FILE = "index.json"
 _FLOAT_METRICS = ("cosine", "inner_product")
 _SEARCH_ELEMENTS = 1 << 22
-# Gallery size from which one Hamming query is faster by counting than with a heap.
-_COUNTING_MIN_ITEMS = 1 << 16
+# A float top k first keeps the k best columns of the rows' maxima over this many slabs, when it
+# selects from at least _SLAB_MIN_SCORES scores (below, its extra steps cost more than they save).
+_SLABS = 16
+_SLAB_MIN_SCORES = 1 << 17
+# Counters FAISS's counting Hamming top k may allocate (queries x k x (bits + 1)); beyond, a heap.
+_COUNTING_MAX_SLOTS = 1 << 22
+# Bytes of codes a batch's Hamming threads scan between two waits for each other.
+_HAMMING_BLOCK_BYTES = 32 << 20
 
 
 def _check_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
@@ -52,14 +60,54 @@ def _check_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
 
 
 @contextmanager
-def _faiss_threads(n: int) -> Iterator[None]:
-    """FAISS's OpenMP thread count set to `n` for the calling thread, then restored."""
-    before = faiss.omp_get_max_threads()
+def _faiss_threads(n: int, gallery_block: int) -> Iterator[None]:
+    """FAISS's OpenMP thread count for the calling thread and its Hamming gallery block (the rows
+    all threads scan between two waits for each other) set, then restored."""
+    before = faiss.omp_get_max_threads(), faiss.cvar.hamming_batch_size
     faiss.omp_set_num_threads(n)
+    faiss.cvar.hamming_batch_size = gallery_block
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(before)
+        faiss.omp_set_num_threads(before[0])
+        faiss.cvar.hamming_batch_size = before[1]
+
+
+def _code_bits(codes: torch.Tensor, name: str) -> np.ndarray:
+    """The bits of codes given as {-1, +1} or {0, 1} values (or bool), checked in numpy (a few
+    microseconds for a query); other values get `_signed_codes`' error."""
+    if codes.is_complex():
+        raise ValueError(f"{name} must hold real binary codes, got {codes.dtype}")
+    values = (codes.float() if codes.dtype == torch.bfloat16 else codes).numpy()
+    bits = values > 0
+    if values.dtype == np.bool_:
+        return bits
+    low, high = values.min(), values.max()
+    if values.dtype.kind in "iu":  # within [-1, 1], and no 0 beside a -1
+        valid = low >= -1 and high <= 1 and (low >= 0 or np.count_nonzero(values) == values.size)
+    else:
+        valid = ((values == bits) if low >= 0 else (np.abs(values) == 1)).all()
+    if not valid:
+        _signed_codes(codes, name)  # raises, naming what is wrong
+    return bits
+
+
+def _topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`scores.topk(k, dim=1)`, selecting from fewer values: each row's columns are cut into
+    `_SLABS` slabs, and only the k columns with the best maxima across slabs can hold the k best
+    scores (every score above the k-th best lies in a column whose maximum is above it too)."""
+    rows, n = scores.shape
+    width = n // _SLABS
+    if width < 32 * k or rows * n < _SLAB_MIN_SCORES:
+        return scores.topk(k, dim=1)
+    covered = width * _SLABS
+    columns = scores[:, :covered].view(rows, _SLABS, width).amax(dim=1).topk(k, dim=1).indices
+    slabs = torch.arange(0, covered, width)
+    candidates = (columns[:, None, :] + slabs[:, None]).view(rows, _SLABS * k)
+    if covered < n:
+        candidates = torch.cat([candidates, torch.arange(covered, n).expand(rows, -1)], dim=1)
+    values, order = scores.gather(1, candidates).topk(k, dim=1)
+    return values, candidates.gather(1, order)
 
 
 class RetrievalIndex:
@@ -97,6 +145,7 @@ class RetrievalIndex:
         self._code_bytes = (self.dim + 7) // 8
         if self.metric in _FLOAT_METRICS:
             self._faiss = faiss.IndexFlatIP(self.dim)
+            self._view = torch.empty(0, self.dim)  # the gallery as torch reads it, see `_stored`
         elif self.metric == "hamming":
             self._faiss = faiss.IndexBinaryFlat(8 * self._code_bytes)
         else:
@@ -123,7 +172,7 @@ class RetrievalIndex:
         if self.metric == "hamming":
             if not len(t):
                 return np.zeros((0, self._code_bytes), np.uint8)
-            return np.packbits(_signed_codes(t, name).numpy() > 0, axis=1)
+            return np.packbits(_code_bits(t, name), axis=1)
         t = to_float32(t, name)
         if self._scorer is not None:
             return t
@@ -153,10 +202,11 @@ class RetrievalIndex:
             packed = faiss.rev_swig_ptr(self._faiss.xb.data(), n * self._code_bytes)
             bits = np.unpackbits(packed.reshape(n, self._code_bytes), axis=1, count=self.dim)
             return torch.from_numpy(bits).float() * 2 - 1
-        # A view of FAISS's own storage, valid until the next `add`.
-        return torch.from_numpy(faiss.rev_swig_ptr(self._faiss.get_xb(), n * self.dim)).view(
-            n, self.dim
-        )
+        # A view of FAISS's own storage, valid until the next `add` (which changes the size).
+        if len(self._view) != n:
+            data = faiss.rev_swig_ptr(self._faiss.get_xb(), n * self.dim)
+            self._view = torch.from_numpy(data).view(n, self.dim)
+        return self._view
 
     def add(self, embeddings: Any) -> None:
         """Append `[n, dim]` embeddings (or codes) to the gallery; their ids continue from len()."""
@@ -214,23 +264,25 @@ class RetrievalIndex:
         """FAISS's exhaustive Hamming top k, which keeps the lowest gallery index among equal
         distances, whether it selects with a heap or by counting per distance.
 
-        FAISS shares out queries, not gallery rows: a single query runs on one thread, without
-        idle threads to wait for (on a busy machine they stall it), over the stored codes read
-        in place, counting per distance over a large gallery (faster than the heap there).
+        FAISS shares out queries, not gallery rows, and its threads wait for each other after
+        each block of the gallery. A single query runs on one thread with a heap, without idle
+        threads to wait for (on a busy machine they stall it). A batch runs on all of FAISS's
+        threads, all its queries at once over blocks of `_HAMMING_BLOCK_BYTES` (a few waits, not
+        one per 64k codes), counting per distance (faster than the heap for a batch) unless the
+        counters would exceed `_COUNTING_MAX_SLOTS`.
         """
-        n = len(self)
-        if len(q) > 1:
-            distances, indices = self._faiss.search(q, k)
-        elif n < _COUNTING_MIN_ITEMS:
-            with _faiss_threads(1):
-                distances, indices = self._faiss.search(q, k)
+        batch = len(q) > 1
+        slots = len(q) * k * (8 * self._code_bytes + 1)
+        self._faiss.use_heap = not batch or slots > _COUNTING_MAX_SLOTS
+        self._faiss.query_batch_size = len(q)
+        if batch:
+            threads = faiss.omp_get_max_threads()
+            block = max(faiss.cvar.hamming_batch_size, _HAMMING_BLOCK_BYTES // self._code_bytes)
         else:
-            codes = faiss.rev_swig_ptr(self._faiss.xb.data(), n * self._code_bytes)
-            with _faiss_threads(1):
-                distances, indices = faiss.knn_hamming(
-                    q, codes.reshape(n, self._code_bytes), k, variant="mc"
-                )
-        return -torch.from_numpy(distances), torch.from_numpy(indices)
+            threads, block = 1, faiss.cvar.hamming_batch_size
+        with _faiss_threads(threads, block):
+            distances, indices = self._faiss.search(q, k)
+        return torch.from_numpy(np.negative(distances, out=distances)), torch.from_numpy(indices)
 
     def _float_search(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top k by matrix products over blocks of the gallery (each read once per batch), the
@@ -238,13 +290,13 @@ class RetrievalIndex:
         gallery = self._stored()
         block = max(k, _SEARCH_ELEMENTS // max(1, len(q)))
         if block >= len(gallery):
-            return (q @ gallery.T).topk(k, dim=1)
+            return _topk(q @ gallery.T, k)
         values, indices = [], []
         for start in range(0, len(gallery), block):
             part = gallery[start : start + block]
-            top = (q @ part.T).topk(min(k, len(part)), dim=1)
-            values.append(top.values)
-            indices.append(top.indices + start)
+            top_values, top_indices = _topk(q @ part.T, min(k, len(part)))
+            values.append(top_values)
+            indices.append(top_indices + start)
         best = torch.cat(values, dim=1).topk(k, dim=1)
         return best.values, torch.cat(indices, dim=1).gather(1, best.indices)
 
