@@ -7,7 +7,8 @@ Two kinds of gallery: 64-bit binary codes ranked by Hamming distance and 256-d f
 ranked by cosine, both random. For each size, one query and a batch of 100 queries, top 10.
 Beside the measured times, the bandwidth bound: the bytes of the gallery one search has to read
 (codes: 8 bytes per item; floats: 1 KiB per item), divided by this machine's copy bandwidth
-measured here (a 1 GiB tensor copied with the same thread count, source bytes per second). Times
+measured here (a 1 GiB tensor copied with the same thread count, source bytes per second; the best
+of a measurement before and one after the searches, as the load changes meanwhile). Times
 are the best of repeated runs after a warm-up (other processes only ever add time), per query (a
 batch's time divided by 100), as wall time and, in brackets, CPU time of all threads (on a busy
 machine a long call waits for the CPU: its wall time grows with the load, its CPU time much
@@ -16,6 +17,7 @@ less); the machine load (`os.getloadavg`) is printed before and after.
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -116,11 +118,34 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
 
     load_before = os.getloadavg()
-    bandwidth = copy_bandwidth()
+    bandwidths = [copy_bandwidth()]
+    kinds = {
+        "hamming": (f"{BITS}-bit codes, Hamming", hamming_backends),
+        "float": (f"{FLOAT_DIM}-d floats, cosine", float_backends),
+    }
+    measured = []  # (kind, items, queries, {backend: (wall, cpu)}, bytes scanned)
+    for kind, make in (kinds[name] for name in args.kinds):
+        for n in args.sizes:
+            backends, queries, item_bytes = make(n, gen)
+            for nq in (1, 100):
+                q = queries[:nq]
+                times = {
+                    name: best_seconds(lambda f=fn, q=q: f(q), args.budget, args.max_repeats)
+                    for name, fn in backends.items()
+                }
+                measured.append((kind, n, nq, times, n * item_bytes))
+                print(f"measured {kind}, {n:,} items, {nq} queries", file=sys.stderr, flush=True)
+            del backends
+    bandwidths.append(copy_bandwidth())
+    load_after = os.getloadavg()
+    bandwidth = max(bandwidths)
+
     print(
         f"torch {torch.__version__}, faiss {faiss.__version__}, {args.threads} threads, "
-        f"{os.cpu_count()} CPUs; copy bandwidth {bandwidth / 1e9:.1f} GB/s; "
-        f"load average {load_before[0]:.2f} (1 min) {load_before[1]:.2f} (5 min)"
+        f"{os.cpu_count()} CPUs; copy bandwidth {bandwidth / 1e9:.1f} GB/s (before "
+        f"{bandwidths[0] / 1e9:.1f}, after {bandwidths[1] / 1e9:.1f}); load average before "
+        f"{load_before[0]:.2f} (1 min) {load_before[1]:.2f} (5 min), after {load_after[0]:.2f} "
+        f"(1 min) {load_after[1]:.2f} (5 min)"
     )
     header = (
         "| gallery | items | queries | RetrievalIndex | raw FAISS | torch matmul+topk "
@@ -128,34 +153,15 @@ def main() -> None:
     )
     print(f"\nms per query, wall (CPU of all threads); a batch's time / 100\n\n{header}")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    kinds = {
-        "hamming": (f"{BITS}-bit codes, Hamming", hamming_backends),
-        "float": (f"{FLOAT_DIM}-d floats, cosine", float_backends),
-    }
-    for kind, make in (kinds[name] for name in args.kinds):
-        for n in args.sizes:
-            backends, queries, item_bytes = make(n, gen)
-            bound = n * item_bytes / bandwidth
-            for nq in (1, 100):
-                q = queries[:nq]
-                times = {
-                    name: best_seconds(lambda f=fn, q=q: f(q), args.budget, args.max_repeats)
-                    for name, fn in backends.items()
-                }
-                cells = [
-                    f"{wall * 1e3 / nq:.3f} ({cpu * 1e3 / nq:.3f})" for wall, cpu in times.values()
-                ]
-                cells.append(f"{bound * 1e3 / nq:.3f}")
-                ratios = [
-                    times["RetrievalIndex"][i]
-                    / min(times["raw FAISS"][i], times["torch matmul+topk"][i])
-                    for i in (0, 1)
-                ]
-                cells.append(f"{ratios[0]:.2f} ({ratios[1]:.2f})")
-                print(f"| {kind} | {n:,} | {nq} | {' | '.join(cells)} |", flush=True)
-            del backends
-    load_after = os.getloadavg()
-    print(f"\nload average after: {load_after[0]:.2f} (1 min) {load_after[1]:.2f} (5 min)")
+    for kind, n, nq, times, scanned in measured:
+        cells = [f"{wall * 1e3 / nq:.3f} ({cpu * 1e3 / nq:.3f})" for wall, cpu in times.values()]
+        cells.append(f"{scanned / bandwidth * 1e3 / nq:.3f}")
+        ratios = [
+            times["RetrievalIndex"][i] / min(times["raw FAISS"][i], times["torch matmul+topk"][i])
+            for i in (0, 1)
+        ]
+        cells.append(f"{ratios[0]:.2f} ({ratios[1]:.2f})")
+        print(f"| {kind} | {n:,} | {nq} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
