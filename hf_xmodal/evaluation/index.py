@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +55,6 @@ def _check_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
         rows = (~torch.isfinite(scores)).any(1).nonzero().flatten()[:5].tolist()
         raise ValueError(f"{what} NaN or inf scores (query rows {rows}...)")
     return scores
-
-
-@contextmanager
-def _faiss_threads(n: int, gallery_block: int) -> Iterator[None]:
-    """FAISS's OpenMP thread count for the calling thread and its Hamming gallery block (the rows
-    all threads scan between two waits for each other) set, then restored."""
-    before = faiss.omp_get_max_threads(), faiss.cvar.hamming_batch_size
-    faiss.omp_set_num_threads(n)
-    faiss.cvar.hamming_batch_size = gallery_block
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before[0])
-        faiss.cvar.hamming_batch_size = before[1]
 
 
 def _code_bits(codes: torch.Tensor, name: str) -> np.ndarray:
@@ -242,10 +226,11 @@ class RetrievalIndex:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        if len(self) == 0:
+        n = len(self)
+        if n == 0:
             raise ValueError("cannot search an empty index: add embeddings first")
         q = self._prepare(queries, "queries")
-        k = min(int(k), len(self))
+        k = min(int(k), n)
         if self.metric == "hamming":
             return self._hamming_search(q, k)
         if self._scorer is None:
@@ -275,13 +260,17 @@ class RetrievalIndex:
         slots = len(q) * k * (8 * self._code_bytes + 1)
         self._faiss.use_heap = not batch or slots > _COUNTING_MAX_SLOTS
         self._faiss.query_batch_size = len(q)
-        if batch:
-            threads = faiss.omp_get_max_threads()
-            block = max(faiss.cvar.hamming_batch_size, _HAMMING_BLOCK_BYTES // self._code_bytes)
-        else:
-            threads, block = 1, faiss.cvar.hamming_batch_size
-        with _faiss_threads(threads, block):
+        # FAISS's thread count (of the calling thread) and gallery block, restored after.
+        threads, block = faiss.omp_get_max_threads(), faiss.cvar.hamming_batch_size
+        try:
+            if batch:
+                faiss.cvar.hamming_batch_size = max(block, _HAMMING_BLOCK_BYTES // self._code_bytes)
+            else:
+                faiss.omp_set_num_threads(1)
             distances, indices = self._faiss.search(q, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
+            faiss.cvar.hamming_batch_size = block
         return torch.from_numpy(np.negative(distances, out=distances)), torch.from_numpy(indices)
 
     def _float_search(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
