@@ -191,8 +191,11 @@ def test_errors(tmp_path):
         index.search(randn(4), 1)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         index.search(randn(1, 4), 0)
+    for bad in ([[0.5, 1.0, 0.0]], [[-1, 0, 1]], [[2, 1, 0]], [[-1.0, 0.0, 1.0]]):
+        with pytest.raises(ValueError, match="binary codes"):
+            RetrievalIndex(3, "hamming").add(torch.tensor(bad))
     with pytest.raises(ValueError, match="binary codes"):
-        RetrievalIndex(3, "hamming").add(torch.tensor([[0.5, 1.0, 0.0]]))
+        RetrievalIndex(3, "hamming").add(torch.tensor([[-1, 1, 1]]).to(torch.complex64))
     with pytest.raises(ValueError, match="no saved index"):
         RetrievalIndex.load(tmp_path / "missing")
 
