@@ -40,9 +40,10 @@ _CONFIG_FILE = "index.json"
 _FLOAT_METRICS = ("cosine", "inner_product")
 _SEARCH_ELEMENTS = 1 << 22
 # A float top k first keeps the k best columns of the rows' maxima over this many slabs, when it
-# selects from at least _SLAB_MIN_SCORES scores (below, its extra steps cost more than they save).
+# selects from at least _SLAB_MIN_SCORES scores (below, its extra steps, each a wait for all
+# threads, risk more on a busy machine than they save).
 _SLABS = 16
-_SLAB_MIN_SCORES = 1 << 17
+_SLAB_MIN_SCORES = 1 << 21
 # Counters FAISS's counting Hamming top k may allocate (queries x k x (bits + 1)); beyond, a heap.
 _COUNTING_MAX_SLOTS = 1 << 22
 # Bytes of codes a batch's Hamming threads scan between two waits for each other.
