@@ -534,16 +534,23 @@ MUTATIONS = [
     Mutation(
         "index: Hamming search returns distances as scores (worst first)",
         "hf_xmodal/evaluation/index.py",
-        "return -torch.from_numpy(distances), torch.from_numpy(indices)",
+        "return torch.from_numpy(np.negative(distances, out=distances)), torch.from_numpy(indices)",
         "return torch.from_numpy(distances), torch.from_numpy(indices)",
         ("tests/test_index.py",),
     ),
     Mutation(
         "index: float search loses the offset of a gallery block",
         "hf_xmodal/evaluation/index.py",
-        "indices.append(top.indices + start)",
-        "indices.append(top.indices)",
+        "indices.append(top_indices + start)",
+        "indices.append(top_indices)",
         ("tests/test_index.py",),
+    ),
+    Mutation(
+        "index: top k by slab maxima forgets each slab's offset",
+        "hf_xmodal/evaluation/index.py",
+        "candidates = (columns[:, None, :] + slabs[:, None]).view(rows, _SLABS * k)",
+        "candidates = (columns[:, None, :] + 0 * slabs[:, None]).view(rows, _SLABS * k)",
+        ("tests/test_index.py::test_float_top_k_by_slab_maxima_equals_top_k",),
     ),
     # --- data splits ----------------------------------------------------------------------------
     Mutation(
