@@ -13,6 +13,12 @@ are the best of repeated runs after a warm-up (other processes only ever add tim
 batch's time divided by 100), as wall time and, in brackets, CPU time of all threads (on a busy
 machine a long call waits for the CPU: its wall time grows with the load, its CPU time much
 less); the machine load (`os.getloadavg`) is printed before and after.
+
+torch and FAISS each bring an OpenMP runtime. Their idle threads spin for a while after each
+parallel step by default, taking the cores from the other runtime's next search (and, on a busy
+machine, stalling a search whose threads wait for each other): this script makes them wait
+passively (`OMP_WAIT_POLICY=PASSIVE`, unless the environment sets it), so that each backend is
+timed on its own.
 """
 
 import argparse
@@ -21,12 +27,14 @@ import sys
 import time
 from collections.abc import Callable
 
-import faiss
-import numpy as np
-import torch
-import torch.nn.functional as F
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the OpenMP runtimes load
 
-from hf_xmodal.evaluation import RetrievalIndex
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from hf_xmodal.evaluation import RetrievalIndex  # noqa: E402
 
 TOP_K = 10
 BITS = 64
@@ -142,7 +150,8 @@ def main() -> None:
 
     print(
         f"torch {torch.__version__}, faiss {faiss.__version__}, {args.threads} threads, "
-        f"{os.cpu_count()} CPUs; copy bandwidth {bandwidth / 1e9:.1f} GB/s (before "
+        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (before "
         f"{bandwidths[0] / 1e9:.1f}, after {bandwidths[1] / 1e9:.1f}); load average before "
         f"{load_before[0]:.2f} (1 min) {load_before[1]:.2f} (5 min), after {load_after[0]:.2f} "
         f"(1 min) {load_after[1]:.2f} (5 min)"
