@@ -175,6 +175,27 @@ def test_instance_contrastive_term_prefers_the_true_pairs(tester):
 
 
 @every_model
+def test_input_dropout_acts_in_training_only(tester):
+    """`input_dropout` changes the training pass of every medium, and nothing in eval mode."""
+    plain = tester.make_model()
+    dropped = ModelTester(
+        tester.model_class, **tester.config_kwargs, input_dropout=0.5
+    ).make_model()
+    inputs = tester.inputs()
+    outputs = {}
+    with torch.no_grad():
+        for mode in ("eval", "train"):
+            for name, model in (("plain", plain), ("dropped", dropped)):
+                getattr(model, mode)()
+                torch.manual_seed(3)  # the same draws for every other dropout
+                outputs[mode, name] = model(**inputs)
+    for medium in plain.modalities:
+        key = f"{medium}_embeds"
+        torch.testing.assert_close(outputs["eval", "plain"][key], outputs["eval", "dropped"][key])
+        assert not torch.allclose(outputs["train", "plain"][key], outputs["train", "dropped"][key])
+
+
+@every_model
 def test_every_trainable_parameter_gets_a_gradient(tester):
     model = tester.make_model()
     model.set_training_progress(0.5)  # schedules such as gradient reversal are 0 at the start

@@ -68,6 +68,8 @@ class DAMLConfig(XmodalConfig):
     validation R-sum of seed 0) `{"negative_mining": "hard", "nonlinear_maps": false}` did far
     better: 2.57 against 1.83 for the defaults (lr 1e-4: 1.99; margin 0.5 or 2, pair weight 1,
     dropout 0.2, embed_dim 256: 1.46-1.81; hard mining alone: 2.43, with margin 0.5: 2.52).
+    With standardised features, the InfoNCE term and `input_dropout` {0.3, 0.5, 0.7} on top:
+    2.79 / 2.82 / 2.66 (the `caption` preset: 0.5).
     """
 
     model_type = "daml"

@@ -33,7 +33,9 @@ class DSCMRConfig(XmodalConfig):
 
     Setting a weight to 0 switches that loss term off. The defaults were chosen on the Wikipedia
     validation split (learning rate {1e-4, 1e-3} × J2 weight {1e-3, 0.1, 1} × J3 weight {0.1, 1},
-    40 epochs, Adam β1 0.5, batch 100).
+    40 epochs, Adam β1 0.5, batch 100). On caption data (Flickr8k tower features, relevance = the
+    same image) the `caption` preset adds the InfoNCE term and `input_dropout` 0.5: validation
+    R-sum 2.62 in 5 epochs against 2.31 without the dropout (the InfoNCE term alone, 10 epochs).
     """
 
     model_type = "dscmr"

@@ -58,6 +58,9 @@ class XmodalConfig(PreTrainedConfig):
             cosine / `instance_temperature`. 0 switches it off; the `caption` preset of
             `scripts/train.py` sets 1, for relevance between one text and one image.
         instance_temperature (`float`, defaults to 0.05): the InfoNCE temperature.
+        input_dropout (`float`, defaults to 0.0): dropout on the image and text features as the
+            model's networks take them (training only), in none of the papers; the `caption`
+            preset sets it, as a regulariser for few images with many captions.
 
     A key that is neither a field nor one transformers writes into `config.json` is an error
     naming the closest field, so a misspelt setting never trains the default silently.
@@ -74,6 +77,7 @@ class XmodalConfig(PreTrainedConfig):
     text_tower_config: dict | None = None
     instance_contrastive_weight: float | int = 0.0
     instance_temperature: float | int = 0.05
+    input_dropout: float | int = 0.0
 
     def __post_init__(self, **kwargs):
         self.check_keys(kwargs)
@@ -128,6 +132,8 @@ class XmodalConfig(PreTrainedConfig):
             raise ValueError(
                 f"instance_contrastive_weight must be >= 0, got {self.instance_contrastive_weight}"
             )
+        if not 0 <= self.input_dropout < 1:
+            raise ValueError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
         if self.instance_temperature <= 0:
             raise ValueError(
                 f"instance_temperature must be positive, got {self.instance_temperature}"

@@ -3,10 +3,12 @@
 In `"raw"` input mode the pretrained towers live here and turn pixels and tokens into those
 features; precomputed tower features are accepted too, so cached features train the same model.
 Feature inputs arrive standardised by the processor; a raw-mode model standardises its towers'
-outputs itself, with the processor's statistics stored as buffers (:func:`add_towers`).
+outputs itself, with the processor's statistics stored as buffers (:func:`add_towers`). In
+training, `config.input_dropout` drops features on the way out.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .configuration_xmodal import TOWER_DIMS, XmodalConfig
@@ -22,6 +24,7 @@ class ModalityInputs(nn.Module):
         self.image_feature_dim = config.image_feature_dim
         self.text_feature_dim = config.text_feature_dim
         self.train_towers = config.train_towers
+        self.input_dropout = config.input_dropout
         self.image_tower = self.text_tower = None
         if config.input_mode == "raw":
             fresh = config.text_tower_config is None
@@ -54,6 +57,9 @@ class ModalityInputs(nn.Module):
         mean, scale = getattr(self, f"{name}_feature_mean"), getattr(self, f"{name}_feature_scale")
         return (features - mean) / scale
 
+    def _dropout(self, features: torch.Tensor) -> torch.Tensor:
+        return F.dropout(features, self.input_dropout, self.training)
+
     def image(
         self, image_features: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -66,7 +72,9 @@ class ModalityInputs(nn.Module):
             )
         if image_features is None:
             raise ValueError("give image_features or pixel_values")
-        return check_features(image_features, self.image_feature_dim, "image_features")
+        return self._dropout(
+            check_features(image_features, self.image_feature_dim, "image_features")
+        )
 
     def image_with_regions(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw mode: pooled features `(batch, image_feature_dim)` and the region map of the image
@@ -94,7 +102,7 @@ class ModalityInputs(nn.Module):
             text_features = self._standardize("text", self._run(self.text_tower, *tokens))
         if text_features is None:
             raise ValueError("give text_features or input_ids")
-        return check_features(text_features, self.text_feature_dim, "text_features")
+        return self._dropout(check_features(text_features, self.text_feature_dim, "text_features"))
 
 
 def add_towers(model: nn.Module, feature_statistics: dict | None = None) -> nn.Module:
