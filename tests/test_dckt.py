@@ -158,7 +158,12 @@ def test_target_only_needs_no_source_in_the_transfer_stage():
 
 
 def test_media_and_correlation_mmd_by_hand():
-    model, batch = make_model(), make_batch()
+    model = make_model(media_mmd_weight=0.5, correlation_mmd_weight=2.0, mmd_kernels=3)
+    batch = make_batch()
+
+    def mmd3(x, y):
+        return mmd(x, y, kernels=3, kernel_mul=model.config.mmd_kernel_mul)
+
     out = model(**batch)
     acts = {
         (domain, medium): getattr(model, domain)(batch[f"{prefix}{medium}_features"], medium)
@@ -166,7 +171,7 @@ def test_media_and_correlation_mmd_by_hand():
         for medium in ("image", "text")
     }
     media = sum(
-        mmd(acts["source", m][k], acts["target", m][k])
+        mmd3(acts["source", m][k], acts["target", m][k])
         for m in ("image", "text")
         for k in ("fc6", "fc7")
     )
@@ -174,11 +179,11 @@ def test_media_and_correlation_mmd_by_hand():
     def both(domain, k):
         return torch.cat([acts[domain, "image"][k], acts[domain, "text"][k]])
 
-    correlation = mmd(both("source", "fc8"), both("target", "fc8")) + 2 * mmd(
+    correlation = mmd3(both("source", "fc8"), both("target", "fc8")) + 2 * mmd3(
         both("source", "fc9"), both("target", "fc9")
     )
-    torch.testing.assert_close(out.loss_terms["media_mmd"], media)
-    torch.testing.assert_close(out.loss_terms["correlation_mmd"], correlation)
+    torch.testing.assert_close(out.loss_terms["media_mmd"], 0.5 * media)
+    torch.testing.assert_close(out.loss_terms["correlation_mmd"], 2.0 * correlation)
 
 
 def test_domains_may_differ_in_input_sizes_and_classes():
@@ -359,6 +364,32 @@ def test_config_and_streams_from_a_target_and_a_source_dataset():
         )
     )
     assert list(target_only.training_datasets(target, source)) == ["target"]
+
+
+def test_a_source_in_another_input_space_is_standardised_with_its_own_statistics():
+    """Fashion tower features as the source of Wikipedia SIFT/LDA: the target's processor cannot
+    take the source's features; a source of the target's sizes shares the target's statistics."""
+    from hf_xmodal.training.trainer import standardized
+
+    target = labelled_pairs(40, 5, 4, ["a", "b", "c"])
+    other = labelled_pairs(60, 7, 9, ["p", "q"], seed=1)
+    other["train"] = other["train"].map(
+        lambda r: {"image_features": np.array(r["image_features"]) * 3 + 2}
+    )
+    processor, target_out, source_out = standardized(target, other, standardize=True)
+    assert processor.feature_dims() == {"image_features": 5, "text_features": 4}
+    for data in (target_out, source_out):
+        image = np.asarray(data["train"]["image_features"])
+        np.testing.assert_allclose(image.mean(0), 0, atol=1e-5)
+        # the processor scales each feature to 1 / sqrt(size): rows of unit mean square norm
+        np.testing.assert_allclose(image.std(0) * np.sqrt(image.shape[1]), 1, atol=1e-2)
+    same = labelled_pairs(60, 5, 4, ["p", "q"], seed=2)
+    same["train"] = same["train"].map(
+        lambda r: {"image_features": np.array(r["image_features"]) + 5}
+    )
+    _, _, source_out = standardized(target, same, standardize=True)
+    image = np.asarray(source_out["train"]["image_features"])
+    assert (image.mean(0) > 5).all()  # shifted by 5 in units of the target's scale
 
 
 def test_the_training_script_runs_the_stages_and_logs_the_rounds(tmp_path):

@@ -91,7 +91,8 @@ def test_inputs_of_unknown_modalities_and_missing_modalities_are_clear_errors():
 
 
 def test_star_and_single_modal_terms_by_hand():
-    model, batch = make_model(), make_batch()
+    model = make_model(single_modal_mmd_weight=0.5, mmd_kernels=3)
+    batch = make_batch()
     out = model(**batch)
     acts = {m: model.target(batch[f"{m}_features"], m) for m in ("image", "text", "tags")}
     star = sum(pair_distance(acts["image"], acts[m]).mean() for m in ("text", "tags"))
@@ -99,8 +100,8 @@ def test_star_and_single_modal_terms_by_hand():
     fc6, fc7 = model.source_branch
     s6 = fc6(batch["source_image_features"])
     s7 = fc7(s6)
-    single = mmd(s6, acts["image"]["fc6"]) + mmd(s7, acts["image"]["fc7"])
-    torch.testing.assert_close(out.loss_terms["single_modal_mmd"], single)
+    single = mmd(s6, acts["image"]["fc6"], kernels=3) + mmd(s7, acts["image"]["fc7"], kernels=3)
+    torch.testing.assert_close(out.loss_terms["single_modal_mmd"], 0.5 * single)
     source_ce = F.cross_entropy(model.source_classifier(s7), batch["source_labels"])
     torch.testing.assert_close(out.loss_terms["source_semantic"], source_ce)
     semantic = sum(F.cross_entropy(a["fc10"], batch["labels"]) for a in acts.values())

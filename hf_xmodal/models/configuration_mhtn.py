@@ -45,8 +45,11 @@ class MHTNConfig(XmodalConfig):
             `num_labels`.
         source_semantic_weight (`float`, defaults to 1.0): component 1a: softmax cross-entropy
             of the source classifier on the source images' fc7 (paper: 1).
-        single_modal_mmd_weight (`float`, defaults to 1.0): component 1a, single-modal transfer:
+        single_modal_mmd_weight (`float`, defaults to 0.1): component 1a, single-modal transfer:
             MMD between source and target image activations at fc6 and at fc7 (paper: 1 each).
+            Chosen on validation with `mmd_kernels` (class-disjoint Fashion with tags, seed 0,
+            MAP over the six directions): 0.1 with one kernel 0.670, 1 with one kernel 0.661,
+            1 with five kernels 0.663, no transfer 0.665 (differences within seed noise).
         cross_modal_weight (`float`, defaults to 1e-4): component 1b, the star cross-modal
             transfer: ½‖image − m‖² at fc6 and fc7 between each pair's target image and every
             other modality m, averaged over pairs (paper: 1e-4).
@@ -60,8 +63,9 @@ class MHTNConfig(XmodalConfig):
             the reversal (paper: 512).
         discriminator_hidden_dims (`list[int]`, defaults to `[128, 128]`): its hidden layers after
             the reversal (paper: `[1024, 1024]`).
-        mmd_kernels (`int`, defaults to 5): Gaussian kernels of the MMD (paper: 1, a single
-            Gaussian with the batch's bandwidth).
+        mmd_kernels (`int`, defaults to 1): Gaussian kernels of the MMD (paper: 1, a single
+            Gaussian with the batch's bandwidth; more kernels, as in DAN, spread their
+            bandwidths by `mmd_kernel_mul`).
         mmd_kernel_mul (`float`, defaults to 2.0): ratio of consecutive kernel bandwidths.
         retrieval_representation (`str`, defaults to `"softmax"`): what `get_*_features` return:
             `"softmax"` of fc10 (the authors) or `"fc9"`; compared by cosine.
@@ -81,13 +85,13 @@ class MHTNConfig(XmodalConfig):
     dropout: float | int = 0.0
     source_num_labels: int | None = None
     source_semantic_weight: float | int = 1.0
-    single_modal_mmd_weight: float | int = 1.0
+    single_modal_mmd_weight: float | int = 0.1
     cross_modal_weight: float | int = 1e-4
     semantic_weight: float | int = 1.0
     adversarial_weight: float | int = 0.1
     discriminator_bottleneck: int = 64
     discriminator_hidden_dims: list[int] | tuple[int, ...] = (128, 128)
-    mmd_kernels: int = 5
+    mmd_kernels: int = 1
     mmd_kernel_mul: float | int = 2.0
     retrieval_representation: str = "softmax"
 

@@ -217,22 +217,36 @@ def standardized(
     target: DatasetDict, source: DatasetDict | None, standardize: bool
 ) -> tuple[XmodalProcessor, DatasetDict, DatasetDict | None]:
     """The processor fitted on the target's train split, and the datasets passed through it:
-    the inputs that the saved model and processor reproduce."""
-    train = target["train"].with_format("numpy")[:]
-    image, text = train["image_features"], train["text_features"]
-    processor = XmodalProcessor(image.shape[1], text.shape[1], standardize=standardize)
-    processor.fit(image, text)
+    the inputs that the saved model and processor reproduce. A source in another input space
+    (other feature sizes, e.g. Fashion tower features for Wikipedia SIFT/LDA) goes through a
+    processor of its own, fitted on its train split."""
+    processor = fitted_processor(target["train"], standardize)
+    source_processor = processor
+    if source is not None:
+        own = fitted_processor(source["train"], standardize)
+        if own.feature_dims() != processor.feature_dims():
+            source_processor = own
     if processor.applied_statistics is None:
         return processor, target, source
 
-    def apply(batch):
-        out = processor(batch["image_features"], batch["text_features"], return_tensors="np")
-        return dict(out)
+    def process(data, processor):
+        def apply(batch):
+            out = processor(batch["image_features"], batch["text_features"], return_tensors="np")
+            return dict(out)
 
-    def process(data):
         return data.map(apply, batched=True, batch_size=4096, keep_in_memory=True)
 
-    return processor, process(target), None if source is None else process(source)
+    source = None if source is None else process(source, source_processor)
+    return processor, process(target, processor), source
+
+
+def fitted_processor(train: Dataset, standardize: bool) -> XmodalProcessor:
+    """A processor for the feature sizes of a train split, fitted on it."""
+    columns = train.with_format("numpy")[:]
+    image, text = columns["image_features"], columns["text_features"]
+    processor = XmodalProcessor(image.shape[1], text.shape[1], standardize=standardize)
+    processor.fit(image, text)
+    return processor
 
 
 def build_loaders(args, accelerator, model, target: DatasetDict, source: DatasetDict | None):
