@@ -66,7 +66,9 @@ class DCKTConfig(XmodalConfig):
         fc9_dim (`int`, defaults to 128): width of the shared fc9 (paper: 4096 (reading)).
         batch_norm (`bool`, defaults to `True`): BatchNorm before each ReLU of fc6-fc9 (paper:
             `True`).
-        dropout (`float`, defaults to 0.0): dropout after each ReLU (paper: 0.5 (reading)).
+        dropout (`float`, defaults to 0.0): dropout after each ReLU (paper: 0.5 (reading)). With
+            Wikipedia SIFT/LDA as target, 0.5 and `retrieval_representation="fc9"` are chosen on
+            validation (target alone, seed 0: MAP 0.281, against 0.270 with the defaults).
         source_image_feature_dim (`int`, *optional*): size of the source images' features;
             `None` means the target's `image_feature_dim`.
         source_text_feature_dim (`int`, *optional*): size of the source texts' features; `None`
