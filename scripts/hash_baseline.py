@@ -4,7 +4,8 @@
     python scripts/hash_baseline.py --run_dir RUN --seeds 0 1 2
 
 The run is a `scripts/train.py` run of a cosine model (e.g. the DSCMR-style model with `embed_dim`
-equal to the bits, so that the codes have as many bits). The rotation is random per seed, the mean
+equal to the bits, so that the codes have as many bits); its features go through the run's saved
+processor, as in training. The rotation is random per seed, the mean
 is that of the training embeddings; no choice is made on test. Writes `<run_dir>/sign_rotation.json`
 with the test metrics of the codes per seed beside the float model's own test metrics.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModel, HfArgumentParser
+from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
 from hf_xmodal.baselines import SignOfRotation
 from hf_xmodal.data import load_dataset_by_name
@@ -30,19 +31,22 @@ class HashArguments:
     data_dir: str | None = None
 
 
-@torch.no_grad()
-def embed(model, split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def embed(model, processor, split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and text embeddings of a split, from its features standardised by the run's saved
+    processor (as in training), and its labels (or image indices)."""
     label = next(c for c in ("labels", "label", "image_index") if c in split.column_names)
     data = split.with_format("torch", columns=["image_features", "text_features", label])[:]
-    images, texts = [], []
-    for start in range(0, len(split), 1024):
-        out = model(
-            image_features=data["image_features"][start : start + 1024],
-            text_features=data["text_features"][start : start + 1024],
+    images, texts = (
+        model.encode(
+            data[f"{modality}_features"],
+            modality,
+            batch_size=1024,
+            show_progress_bar=False,
+            processor=processor,
         )
-        images.append(out.image_embeds)
-        texts.append(out.text_embeds)
-    return torch.cat(images).numpy(), torch.cat(texts).numpy(), data[label].numpy()
+        for modality in ("image", "text")
+    )
+    return images.numpy(), texts.numpy(), data[label].numpy()
 
 
 def score(images, texts, labels, captions: bool) -> dict[str, float]:
@@ -60,10 +64,11 @@ def main(argv: list[str]) -> dict:
     if run["config"]["retrieval_metric"] != "cosine":
         raise SystemExit(f"{run_dir} is a {run['config']['retrieval_metric']} model, not cosine")
     model = AutoModel.from_pretrained(run_dir / "model").eval()
+    processor = AutoProcessor.from_pretrained(run_dir / "model")
     data = load_dataset_by_name(run["dataset"], args.data_dir)
     captions = "image_index" in data["train"].column_names
-    train_images, train_texts, _ = embed(model, data["train"])
-    test = embed(model, data["test"])
+    train_images, train_texts, _ = embed(model, processor, data["train"])
+    test = embed(model, processor, data["test"])
     per_seed = {}
     for seed in args.seeds:
         hasher = SignOfRotation(seed).fit(np.concatenate([train_images, train_texts]))

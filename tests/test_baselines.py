@@ -149,3 +149,32 @@ def test_sign_of_rotation_codes():
     assert not np.array_equal(SignOfRotation(seed=2).fit(train).transform(test), codes)
     with pytest.raises(ValueError, match="embeddings"):
         hasher.transform(test[:, :8])
+
+
+def test_hash_baseline_embeds_the_features_the_float_model_was_trained_on(tmp_path):
+    """scripts/hash_baseline.py standardises features with the run's processor: its float
+    embeddings reproduce the run's own test MAP, and its codes are signs of their rotation."""
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import AutoModel, AutoProcessor
+
+    from hf_xmodal.training import load_results
+    from hf_xmodal.training import main as train
+
+    scripts = Path(__file__).parents[1] / "scripts"
+    spec = importlib.util.spec_from_file_location("hash_baseline", scripts / "hash_baseline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = tmp_path / "run"
+    small = '{"hidden_dims": [64], "embed_dim": 16}'
+    train(["--model", "dscmr", "--epochs", "8", "--model_config", small, "--output_dir", str(run)])
+    result = module.main(["--run_dir", str(run), "--seeds", "0", "1"])
+    model = AutoModel.from_pretrained(run / "model").eval()
+    processor = AutoProcessor.from_pretrained(run / "model")
+    test = load_dataset_by_name("wikipedia")["test"]
+    images, texts, labels = module.embed(model, processor, test)
+    float_map = evaluate_retrieval(images, texts, labels, labels)["map_avg"]
+    assert float_map == pytest.approx(load_results(run)["test"]["map_avg"], abs=1e-6)
+    assert result["bits"] == 16 and sorted(result["test"]) == [0, 1]
+    assert 0.15 < result["test"][0]["map_avg"] < float_map + 0.02  # chance: about 0.11
