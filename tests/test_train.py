@@ -11,6 +11,7 @@ import scipy.io
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
+from datasets import load_from_disk
 from safetensors.torch import load_file
 from toy_transfer import two_domains
 from transformers import AutoModel, AutoProcessor
@@ -294,6 +295,19 @@ def test_a_two_domain_model_from_outside_the_package_trains_through_the_script(t
     assert curve[0]["loss"] > curve[1]["loss"]  # the source stage learns
     assert results["split_sizes"] == {"train": 130, "validation": 40, "test": 60}
     assert results["test"]["map_avg"] > 0.4  # above chance (~0.35 for three classes)
+
+
+def test_mhtn_takes_a_source_of_images_alone_and_dckt_refuses_one(train, tmp_path):
+    """MHTN's source is single-modal: a source without text_features trains (standardised with
+    the target's image statistics); DCKT's source needs pairs and says so."""
+    source, target = two_domains(tmp_path)
+    images = load_from_disk(source).remove_columns("text_features")
+    images.save_to_disk(str(tmp_path / "images"))
+    args = ["--dataset", target, "--source_dataset", str(tmp_path / "images"), "--epochs", "2"]
+    results = train([*args, "--model", "mhtn", "--output_dir", str(tmp_path / "mhtn")])
+    assert results["config"]["source_num_labels"] == 3 and results["test"]["map_avg"] > 0
+    with pytest.raises(SystemExit, match="DCKT's source must hold image-text pairs"):
+        train([*args, "--model", "dckt", "--output_dir", str(tmp_path / "dckt")])
 
 
 @pytest.mark.slow

@@ -173,6 +173,11 @@ class DCKTModel(DCKTPreTrainedModel):
         fields = super().config_from_datasets(target)
         if source is not None:
             own = super().config_from_datasets(source)
+            if "text_feature_dim" not in own:
+                raise ValueError(
+                    "DCKT's source must hold image-text pairs, but its train split has no "
+                    "text_features (a source of images alone suits MHTN)"
+                )
             fields["source_image_feature_dim"] = own["image_feature_dim"]
             fields["source_text_feature_dim"] = own["text_feature_dim"]
             fields["source_num_labels"] = (

@@ -126,15 +126,17 @@ class XmodalPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def config_from_datasets(cls, target: DatasetDict, source: DatasetDict | None = None) -> dict:
-        """Config fields read from the training data: feature sizes and labels of the target's
-        train split (`id2label` for class labels, `num_labels` for multi-hot labels or captions)."""
+        """Config fields read from the training data: feature sizes (of the media it has) and labels
+        of the target's train split (`id2label` for class labels, `num_labels` for multi-hot labels
+        or captions)."""
         from datasets import ClassLabel  # only training reads datasets; checkpoints need not
 
         split = target["train"]
         first = split[0]
         fields = {
-            "image_feature_dim": len(first["image_features"]),
-            "text_feature_dim": len(first["text_features"]),
+            f"{medium}_feature_dim": len(first[f"{medium}_features"])
+            for medium in ("image", "text")
+            if f"{medium}_features" in first
         }
         label = label_column(split)
         feature = split.features[label]

@@ -45,6 +45,7 @@ from .splits import VALIDATION_HELP, describe_validation, require_splits, with_v
 logger = get_logger(__name__)  # the main process logs
 
 SPLITS = ("train", "validation", "test")
+FEATURE_COLUMNS = ("image_features", "text_features")
 STATE_FILE = "train_state.json"
 BEST_WEIGHTS = "best_model.safetensors"
 MAY_CHANGE_ON_RESUME = ("epochs", "eval_every", "resume", "output_dir", "with_towers", "report_to")
@@ -223,7 +224,7 @@ def standardized(
     processor = fitted_processor(target["train"], standardize)
     source_processor = processor
     if source is not None:
-        own = fitted_processor(source["train"], standardize)
+        own = fitted_processor(source["train"], standardize, like=processor)
         if own.feature_dims() != processor.feature_dims():
             source_processor = own
     if processor.applied_statistics is None:
@@ -231,8 +232,8 @@ def standardized(
 
     def process(data, processor):
         def apply(batch):
-            out = processor(batch["image_features"], batch["text_features"], return_tensors="np")
-            return dict(out)
+            given = {name: batch[name] for name in FEATURE_COLUMNS if name in batch}
+            return dict(processor(**given, return_tensors="np"))
 
         return data.map(apply, batched=True, batch_size=4096, keep_in_memory=True)
 
@@ -240,13 +241,19 @@ def standardized(
     return processor, process(target, processor), source
 
 
-def fitted_processor(train: Dataset, standardize: bool) -> XmodalProcessor:
-    """A processor for the feature sizes of a train split, fitted on it."""
-    columns = train.with_format("numpy")[:]
-    image, text = columns["image_features"], columns["text_features"]
-    processor = XmodalProcessor(image.shape[1], text.shape[1], standardize=standardize)
-    processor.fit(image, text)
-    return processor
+def fitted_processor(
+    train: Dataset, standardize: bool, like: XmodalProcessor | None = None
+) -> XmodalProcessor:
+    """A processor for the feature sizes of a train split, fitted on it. A split of images alone
+    (MHTN's single-modal source) takes the text size of `like`."""
+    given = [name for name in FEATURE_COLUMNS if name in train.column_names]
+    columns = train.with_format("numpy", columns=given)[:]
+    dims = [
+        columns[name].shape[1] if name in columns else like.feature_dims()[name]
+        for name in FEATURE_COLUMNS
+    ]
+    processor = XmodalProcessor(*dims, standardize=standardize)
+    return processor.fit(**{name: columns[name] for name in given})
 
 
 def build_loaders(args, accelerator, model, target: DatasetDict, source: DatasetDict | None):
@@ -309,9 +316,12 @@ def setup(args: TrainArguments) -> Run:
     except ValueError as e:
         raise SystemExit(f"--preset: {e}") from None
     try:
+        fields = model_class.config_from_datasets(target, source)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    try:
         config = model_class.config_class(
-            **model_class.config_from_datasets(target, source),
-            **{**overrides, **config_overrides(args.model_config)},
+            **fields, **{**overrides, **config_overrides(args.model_config)}
         )
     except (TypeError, ValueError, StrictDataclassError) as e:
         raise SystemExit(f"--model_config: {e}") from None
