@@ -61,10 +61,16 @@ DIRECTIONS = {"i2t": "image → text", "t2i": "text → image", "avg": "average"
 
 
 def _split_metric(key: str) -> tuple[str, str]:
-    """`map@10_t2i` → (`MAP@10`, `t2i`); a key without a direction counts as `avg`."""
+    """`map@10_t2i` → (`MAP@10`, `image → text`), `map_image2tags` → (`MAP@all`, `image → tags`);
+    a key without a direction counts as the average."""
     name, _, direction = key.rpartition("_")
-    if direction not in DIRECTIONS:
-        name, direction = key, "avg"
+    query, two, gallery = direction.partition("2")
+    if direction in DIRECTIONS:
+        direction = DIRECTIONS[direction]
+    elif two and query.isalpha() and gallery.isalpha():  # a direction between two named media
+        direction = f"{query} → {gallery}"
+    else:
+        name, direction = key, DIRECTIONS["avg"]
     name = {"map": "MAP@all", "rsum": "R-sum"}.get(name, name)
     return name.replace("map@", "MAP@").replace("precision@", "P@").replace("r@", "R@"), direction
 
@@ -72,17 +78,27 @@ def _split_metric(key: str) -> tuple[str, str]:
 def metric_label(key: str) -> str:
     """`map_i2t` → `MAP@all image → text`, `precision@10_t2i` → `P@10 text → image`, ..."""
     name, direction = _split_metric(key)
-    return f"{name} {DIRECTIONS[direction]}" if key != "rsum" else name
+    return f"{name} {direction}" if key != "rsum" else name
 
 
-def metric_table(metrics: dict[str, Any]) -> list[dict[str, str]]:
-    """Rows (metric name → value per direction) of every score in a metrics dict."""
+def metric_table(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The card's table of every score in a metrics dict: a row per metric, a column per
+    direction (the average last)."""
     rows: dict[str, dict[str, str]] = {}
     for key, value in metrics.items():
         if isinstance(value, float):
             name, direction = _split_metric(key)
-            rows.setdefault(name, {"name": name})[direction] = f"{value:.4f}"
-    return list(rows.values())
+            rows.setdefault(name, {})[direction] = f"{value:.4f}"
+    average = DIRECTIONS["avg"]
+    columns = list(dict.fromkeys(d for row in rows.values() for d in row if d != average))
+    columns += [average] if any(average in row for row in rows.values()) else []
+    return {
+        "columns": columns,
+        "rows": [
+            {"name": name, "cells": [row.get(c, "–") for c in columns]}
+            for name, row in rows.items()
+        ],
+    }
 
 
 def off_value(value: Any) -> bool | int:
@@ -286,7 +302,7 @@ def render_model_card(
         "model_name": repo_id.split("/")[-1],
         "dataset": dataset,
         "package_version": results["package_version"],
-        "test_rows": metric_table(test),
+        "test_table": metric_table(test),
         "validation_headline": ", ".join(
             f"{metric_label(k)} {validation[k]:.4f}" for k in headline if k in validation
         ),

@@ -29,7 +29,13 @@ from transformers import AutoModel, AutoProcessor
 
 from hf_xmodal import MODELS
 from hf_xmodal.data import load_dataset_by_name
-from hf_xmodal.hub import build_upload_folder, default_repo_name, load_method_card
+from hf_xmodal.hub import (
+    build_upload_folder,
+    default_repo_name,
+    load_method_card,
+    metric_label,
+    metric_table,
+)
 from hf_xmodal.training import load_results
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -159,6 +165,20 @@ def test_upload_folder_and_card_come_from_the_run(run_dir, scratch):
         assert f"| `{field}` | {config[field]} | {paper}{differs} |" in card.text
     assert f"| `epochs` | {results['hyperparameters']['epochs']} |" in card.text
     assert str(run_dir) not in card.text  # the local output_dir is not published
+
+
+def test_a_card_table_has_a_column_per_direction_between_any_media():
+    """MHTN's extra media (`map_image2tags`) get their own columns, the average last."""
+    test = {"map_image2tags": 0.5, "map_tags2text": 0.4, "map_avg": 0.45, "precision@10_i2t": 0.6}
+    assert metric_table(test) == {
+        "columns": ["image → tags", "tags → text", "image → text", "average"],
+        "rows": [
+            {"name": "MAP@all", "cells": ["0.5000", "0.4000", "–", "0.4500"]},
+            {"name": "P@10", "cells": ["–", "–", "0.6000", "–"]},
+        ],
+    }
+    assert metric_label("map_tags2image") == "MAP@all tags → image"
+    assert metric_label("map_avg") == "MAP@all average" and metric_label("rsum") == "R-sum"
 
 
 def test_repo_names_follow_the_recipe_and_seed(run_dir):
