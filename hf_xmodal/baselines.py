@@ -67,6 +67,18 @@ class CCA:
         self.correlations_ = corr[:k]
         return self
 
+    def truncated(self, n_components: int) -> CCA:
+        """This fit keeping its first `n_components` directions: what a fit with that many
+        gives, so one fit serves a grid over the number of components."""
+        if not 0 < n_components <= len(self.correlations_):
+            raise ValueError(f"n_components must be in [1, {len(self.correlations_)}]")
+        kept = CCA(n_components, self.reg)
+        kept.image_mean_, kept.text_mean_ = self.image_mean_, self.text_mean_
+        kept.image_weights_ = self.image_weights_[:, :n_components]
+        kept.text_weights_ = self.text_weights_[:, :n_components]
+        kept.correlations_ = self.correlations_[:n_components]
+        return kept
+
     def transform_image(self, image_features: Any) -> np.ndarray:
         return (np.asarray(image_features, np.float64) - self.image_mean_) @ self.image_weights_
 

@@ -85,6 +85,21 @@ def test_too_many_components_fail_clearly():
         CCA(n_components=5).fit(np.random.rand(20, 3), np.random.rand(20, 4))
 
 
+def test_a_truncated_cca_is_the_fit_with_fewer_components():
+    """The baselines script fits CCA once per reg and truncates it for each number of
+    components: the same embeddings as fitting with that many."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(200, 6)), rng.normal(size=(200, 4))
+    full = CCA(reg=1e-4).fit(x, y)
+    for k in (1, 3):
+        fresh, kept = CCA(n_components=k, reg=1e-4).fit(x, y), full.truncated(k)
+        np.testing.assert_array_equal(kept.correlations_, fresh.correlations_)
+        for ours, theirs in zip(kept.embed(x, y), fresh.embed(x, y), strict=True):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="n_components"):
+        full.truncated(5)
+
+
 def test_cca_centres_the_data():
     """Shifting either medium by a constant changes neither the correlations nor the embeddings,
     and the training embeddings have zero mean (data-free: the published figure's tolerance
@@ -178,3 +193,26 @@ def test_hash_baseline_embeds_the_features_the_float_model_was_trained_on(tmp_pa
     assert float_map == pytest.approx(load_results(run)["test"]["map_avg"], abs=1e-6)
     assert result["bits"] == 16 and sorted(result["test"]) == [0, 1]
     assert 0.15 < result["test"][0]["map_avg"] < float_map + 0.02  # chance: about 0.11
+
+
+def test_the_baselines_script_selects_cca_on_validation_and_refits_it(tmp_path):
+    """The script's CCA (one fit per reg, truncated per number of components) is the grid's best
+    on validation, and a fresh fit with those settings gives its test MAP."""
+    from test_ablate import load
+
+    from hf_xmodal.models import XmodalProcessor
+
+    cca = load("baselines").main(["--methods", "cca", "--output_dir", str(tmp_path)])["cca"]
+    best = max(cca["validation_curve"], key=lambda point: point["map_avg"])
+    assert cca["config"] == {k: best[k] for k in ("reg", "n_components")}
+    data = load_dataset_by_name("wikipedia")
+    train, test = (data[s].with_format("numpy")[:] for s in ("train", "test"))
+    processor = XmodalProcessor(128, 10).fit(train["image_features"], train["text_features"])
+
+    def standardised(split):
+        out = processor(split["image_features"], split["text_features"], return_tensors="np")
+        return out["image_features"], out["text_features"]
+
+    images, texts = CCA(**cca["config"]).fit(*standardised(train)).embed(*standardised(test))
+    metrics = evaluate_retrieval(images, texts, test["label"], test["label"])
+    assert metrics["map_avg"] == pytest.approx(cca["test"]["map_avg"], abs=1e-6)
