@@ -69,7 +69,9 @@ class DAMLConfig(XmodalConfig):
     better: 2.57 against 1.83 for the defaults (lr 1e-4: 1.99; margin 0.5 or 2, pair weight 1,
     dropout 0.2, embed_dim 256: 1.46-1.81; hard mining alone: 2.43, with margin 0.5: 2.52).
     With standardised features, the InfoNCE term and `input_dropout` {0.3, 0.5, 0.7} on top:
-    2.79 / 2.82 / 2.66 (the `caption` preset: 0.5).
+    2.79 / 2.82 / 2.66 (the `caption` preset: 0.5). On Fashion tower features (standardised, seed
+    0) the defaults reach validation MAP 0.8947, below label prediction's 0.9157;
+    `label_classification_weight` 1 gives 0.8976, `input_dropout` 0.5 0.8224.
     """
 
     model_type = "daml"

@@ -73,7 +73,9 @@ class UNCSMConfig(XmodalConfig):
     seeds 1 and 2. They suit class-level relevance on small data. On caption data (Flickr8k tower
     features, relevance = the same image) `{"pathway_layers": 0, "embed_dim": 256,
     "triplet_mining": "hard", "pretrain_fraction": 0.2}` did far better on validation; on Fashion
-    tower features, `{"pretrain_fraction": 0.25, "dropout": 0.2}`.
+    tower features, `{"pretrain_fraction": 0.25, "dropout": 0.2}` (standardised features, seed 0:
+    validation MAP 0.8978 against 0.8590 for the defaults and 0.9157 for label prediction;
+    `input_dropout` 0.5: 0.8003).
     """
 
     model_type = "uncsm"
