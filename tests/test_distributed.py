@@ -1,7 +1,8 @@
 """N processes train as one: the gradient that 2 gloo processes with half a batch each reach (each
-backward, then the average DDP takes) equals one process's gradient with the whole batch, and the
-BatchNorm running statistics agree. Data-free, so every model's distributed terms are checked on
-every run of the suite (the real `accelerate launch` runs are in test_processes.py, slow)."""
+backward, then the average DDP takes) equals one process's gradient with the whole batch, dropout
+masks included, and the BatchNorm running statistics agree. Data-free, so every model's
+distributed terms are checked on every run of the suite (the real `accelerate launch` runs are in
+test_processes.py, slow)."""
 
 import socket
 
@@ -15,8 +16,8 @@ import torch.multiprocessing as mp
 WORLD = 2
 
 
-def transfer_dckt():
-    model = test_dckt.make_model()
+def transfer_dckt(**overrides):
+    model = test_dckt.make_model(**overrides)
     model.set_training_stage("transfer")
     model.selection.update(torch.tensor([1, 0, 1, 1, 0, 1, 1, 1]), torch.rand(8))
     return model, test_dckt.make_batch(n=8)
@@ -28,7 +29,12 @@ def mhtn():
     return model, test_mhtn.make_batch(n=8)
 
 
-SETUPS = {"dckt": transfer_dckt, "mhtn": mhtn}
+SETUPS = {
+    "dckt": transfer_dckt,
+    # dropout on the inputs and after every layer: the processes drop what one process drops
+    "dckt_dropout": lambda: transfer_dckt(dropout=0.5, input_dropout=0.3),
+    "mhtn": mhtn,
+}
 
 
 def step(name: str, rank: int | None = None):

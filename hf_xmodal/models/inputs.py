@@ -8,11 +8,10 @@ training, `config.input_dropout` drops features on the way out.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .configuration_xmodal import TOWER_DIMS, XmodalConfig
-from .layers import check_features, check_pixel_values, check_tokens
+from .layers import batch_dropout, check_features, check_pixel_values, check_tokens
 from .towers import ImageTower, TextTower, text_tower_config
 
 
@@ -58,7 +57,7 @@ class ModalityInputs(nn.Module):
         return (features - mean) / scale
 
     def _dropout(self, features: torch.Tensor) -> torch.Tensor:
-        return F.dropout(features, self.input_dropout, self.training)
+        return batch_dropout(features, self.input_dropout, self.training)
 
     def image(
         self, image_features: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None

@@ -170,6 +170,30 @@ def loss_targets(
     return labels_to_targets(labels, num_labels).to(image_embeds.device)
 
 
+def distributed() -> bool:
+    """Whether more than one training process runs."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def batch_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout whose mask is drawn for the batch of every process and cut to this process's
+    rows: the processes' random states agree, so N processes drop what one process with the
+    whole batch drops (on CPU, exactly what `F.dropout` drops)."""
+    if not training or p == 0:
+        return x
+    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed() else (1, 0)
+    n = len(x)
+    noise = x.new_empty((n * world, *x.shape[1:])).bernoulli_(1 - p)[rank * n : (rank + 1) * n]
+    return x * noise.div_(1 - p)
+
+
+class BatchDropout(nn.Dropout):
+    """`nn.Dropout` with `batch_dropout`'s mask."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return batch_dropout(x, self.p, self.training)
+
+
 class FeatureMLP(nn.Sequential):
     """Linear → ReLU (→ Dropout) for each hidden size: a per-modality feature network."""
 
@@ -178,14 +202,9 @@ class FeatureMLP(nn.Sequential):
         for hidden in hidden_dims:
             layers += [nn.Linear(input_dim, hidden), nn.ReLU()]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(BatchDropout(dropout))
             input_dim = hidden
         super().__init__(*layers)
-
-
-def distributed() -> bool:
-    """Whether more than one training process runs."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def gather_batch(x: torch.Tensor) -> torch.Tensor:

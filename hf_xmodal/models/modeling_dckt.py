@@ -10,6 +10,7 @@ from transformers.utils import logging
 from .configuration_dckt import DCKTConfig
 from .inputs import ModalityInputs
 from .layers import (
+    BatchDropout,
     GatheredBatchNorm1d,
     check_features,
     gather_batch,
@@ -33,7 +34,7 @@ def fc_block(input_dim: int, output_dim: int, batch_norm: bool, dropout: float) 
         layers.append(GatheredBatchNorm1d(output_dim))
     layers.append(nn.ReLU())
     if dropout > 0:
-        layers.append(nn.Dropout(dropout))
+        layers.append(BatchDropout(dropout))
     return nn.Sequential(*layers)
 
 

@@ -300,7 +300,6 @@ def setup(args: TrainArguments) -> Run:
         log_with=args.report_to,
         project_dir=args.output_dir,
     )
-    set_seed(args.seed)
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process and not args.resume and latest_checkpoint(output_dir):
         raise SystemExit(f"{output_dir} already holds a run: pass --resume or another --output_dir")
@@ -325,6 +324,7 @@ def setup(args: TrainArguments) -> Run:
         )
     except (TypeError, ValueError, StrictDataclassError) as e:
         raise SystemExit(f"--model_config: {e}") from None
+    set_seed(args.seed)  # after the data: building a feature cache draws random numbers
     model = model_class(config)
     streams = build_loaders(args, accelerator, model, target, source)
     optimizer = torch.optim.AdamW(
