@@ -12,6 +12,7 @@ from hf_xmodal.evaluation import evaluate_retrieval
 from hf_xmodal.models import CMSLConfig, CMSLModel
 from hf_xmodal.models.modeling_cmsl import (
     attention_pool,
+    balance_weights,
     binarize,
     local_similarity,
     pack_codes,
@@ -181,6 +182,14 @@ def test_pairwise_likelihood_by_hand_and_its_sign():
     assert pairwise_likelihood(theta, sim) < pairwise_likelihood(-theta, sim)
 
 
+def test_balance_weights_give_similar_and_dissimilar_pairs_half_each():
+    sim = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    w = balance_weights(sim)
+    assert (w * sim).sum().item() == pytest.approx(3) == (w * (1 - sim)).sum().item()
+    assert w[0, 0] > w[0, 1]  # the rare kind weighs more
+    assert torch.equal(balance_weights(torch.ones(2, 3)), torch.ones(2, 3))
+
+
 def test_local_similarity_matches_a_loop_over_pairs():
     g = torch.Generator().manual_seed(0)
     words, regions = torch.randn(3, 4, 5, generator=g), torch.randn(2, 6, 5, generator=g)
@@ -213,9 +222,11 @@ def codes_by_hand(model, batch):
     return model._image_code(*image), model._text_code(*text), image, text
 
 
+@pytest.mark.parametrize("balanced_pairs", [True, False])
 @pytest.mark.parametrize("binarization", ["relaxed", "straight_through"])
-def test_each_loss_term_by_hand(binarization):
-    model, batch = make_model(binarization=binarization), make_batch()
+def test_each_loss_term_by_hand(binarization, balanced_pairs):
+    model = make_model(binarization=binarization, balanced_pairs=balanced_pairs)
+    batch = make_batch()
     out = model(**batch)
     h_u, h_v, (_, regions), (_, words, mask) = codes_by_hand(model, batch)
     torch.testing.assert_close(out.image_embeds, torch.sign(h_u))
@@ -223,9 +234,14 @@ def test_each_loss_term_by_hand(binarization):
     sim = (y @ y.T > 0).float()
     c_u, c_v = (h_u, h_v) if binarization == "relaxed" else (torch.sign(h_u), torch.sign(h_v))
 
+    n, similar = sim.numel(), sim.sum()
+    assert 0 < similar < n
+    w = torch.where(sim > 0, n / (2 * similar), n / (2 * (n - similar)))
+    w = w if balanced_pairs else torch.ones_like(sim)
+
     def nll(a, b):
         theta = a @ b.T / 2
-        return (torch.log1p(torch.exp(theta)) - sim * theta).mean()
+        return (w * (torch.log1p(torch.exp(theta)) - sim * theta)).mean()
 
     correlation = nll(c_u, c_v) + nll(c_u, c_u) + nll(c_v, c_v)
     torch.testing.assert_close(out.loss_terms["correlation"], correlation.detach())

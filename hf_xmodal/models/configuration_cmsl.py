@@ -75,6 +75,9 @@ class CMSLConfig(XmodalConfig):
             loss: mean of log(1 + e^θ) − S·θ with θ = ½⟨h_a, h_b⟩ (S = 1 for pairs sharing a label)
             over the image-text (inter-media), image-image and text-text (intra-media) pairs of
             the batch (DCMH's pairwise likelihood, the paper's reading).
+        balanced_pairs (`bool`, defaults to `True`): component 3, the correlation loss weighs
+            similar and dissimilar pairs to half of it each (HashNet's weighting, a reading):
+            with many classes the dissimilar pairs otherwise swamp it.
         quantization_weight (`float`, defaults to 0.1): component 3, the quantization loss
             mean ‖b − h‖² per bit.
         binarization (`str`, defaults to `"relaxed"`): how the correlation loss sees the codes:
@@ -109,6 +112,7 @@ class CMSLConfig(XmodalConfig):
     min_word_count: int = 2
     max_word_frequency: float | int = 0.3
     correlation_weight: float | int = 1.0
+    balanced_pairs: bool = True
     quantization_weight: float | int = 0.1
     binarization: str = "relaxed"
     retrieval_metric: str = "hamming"

@@ -18,9 +18,21 @@ from .semantic_graph import build_semantic_graph, deepwalk, expansion_words, wor
 logger = logging.get_logger(__name__)
 
 
-def pairwise_likelihood(theta: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of the label similarity S under σ(θ): mean of log(1 + e^θ) − S·θ."""
-    return (F.softplus(theta) - sim * theta).mean()
+def pairwise_likelihood(theta: torch.Tensor, sim: torch.Tensor, weights=None) -> torch.Tensor:
+    """Negative log-likelihood of the label similarity S under σ(θ): mean of log(1 + e^θ) − S·θ,
+    each pair weighted by `weights` when given."""
+    nll = F.softplus(theta) - sim * theta
+    return (nll if weights is None else nll * weights).mean()
+
+
+def balance_weights(sim: torch.Tensor) -> torch.Tensor:
+    """Weights under which the similar and the dissimilar pairs of `sim` (counted over every
+    process's pairs) each make half of a mean; all ones when one kind is missing."""
+    counts = torch.stack([sim.sum(), sim.new_tensor(sim.numel())])
+    similar, total = gather_batch(counts[None]).sum(0)
+    if not 0 < similar < total:
+        return torch.ones_like(sim)
+    return torch.where(sim > 0, total / (2 * similar), total / (2 * (total - similar)))
 
 
 def binarize(h: torch.Tensor) -> torch.Tensor:
@@ -335,12 +347,14 @@ class CMSLModel(CMSLPreTrainedModel):
         else:
             c_u, c_v = h_u, h_v
         all_u, all_v = gather_batch(c_u), gather_batch(c_v)
-        # L_corr = Σ_{(a,b) ∈ image-text, image-image, text-text} mean log(1 + e^θ) − S θ,
-        # θ_ab = ½ ⟨c_a, c_b⟩
+        # L_corr = Σ_{(a,b) ∈ image-text, image-image, text-text} mean w (log(1 + e^θ) − S θ),
+        # θ_ab = ½ ⟨c_a, c_b⟩, w balancing similar and dissimilar pairs (or 1)
+        weights = balance_weights(sim) if config.balanced_pairs else None
         terms = {
-            "correlation": pairwise_likelihood(c_u @ all_v.T / 2, sim)
-            + pairwise_likelihood(c_u @ all_u.T / 2, sim)
-            + pairwise_likelihood(c_v @ all_v.T / 2, sim)
+            "correlation": sum(
+                pairwise_likelihood(a @ b.T / 2, sim, weights)
+                for a, b in ((c_u, all_v), (c_u, all_u), (c_v, all_v))
+            )
         }
         if config.local_saliency:
             # L_local = mean log(1 + e^θ) − S θ over this batch's texts × the batch's images (or

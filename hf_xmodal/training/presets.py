@@ -30,6 +30,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             "triplet_mining": "hard",
             "pretrain_fraction": 0.2,
         },
+        "cmsl": {"balanced_pairs": False},  # chosen on class data, not tried on captions
     },
 }
 """Preset → `"*"` or model_type → config overrides."""
