@@ -405,15 +405,15 @@ MUTATIONS = [
     Mutation(
         "CMSL: correlation θ without the ½",
         "hf_xmodal/models/modeling_cmsl.py",
-        "pairwise_likelihood(c_u @ all_v.T / 2, sim)",
-        "pairwise_likelihood(c_u @ all_v.T, sim)",
+        "pairwise_likelihood(a @ b.T / 2, sim, weights)",
+        "pairwise_likelihood(a @ b.T, sim, weights)",
         ("tests/test_loss_terms.py::test_cmsl_terms",),
     ),
     Mutation(
         "CMSL: image-image pairs replaced by image-text pairs",
         "hf_xmodal/models/modeling_cmsl.py",
-        "pairwise_likelihood(c_u @ all_u.T / 2, sim)",
-        "pairwise_likelihood(c_u @ all_v.T / 2, sim)",
+        "for a, b in ((c_u, all_v), (c_u, all_u), (c_v, all_v))",
+        "for a, b in ((c_u, all_v), (c_u, all_v), (c_v, all_v))",
         ("tests/test_loss_terms.py::test_cmsl_terms",),
     ),
     Mutation(
@@ -426,8 +426,22 @@ MUTATIONS = [
     Mutation(
         "CMSL: pairwise likelihood with the sign of S·θ flipped",
         "hf_xmodal/models/modeling_cmsl.py",
-        "(F.softplus(theta) - sim * theta).mean()",
-        "(F.softplus(theta) + sim * theta).mean()",
+        "nll = F.softplus(theta) - sim * theta",
+        "nll = F.softplus(theta) + sim * theta",
+        ("tests/test_loss_terms.py::test_cmsl_terms",),
+    ),
+    Mutation(
+        "CMSL: balanced weights favour the commoner kind of pair",
+        "hf_xmodal/models/modeling_cmsl.py",
+        "torch.where(sim > 0, total / (2 * similar), total / (2 * (total - similar)))",
+        "torch.where(sim > 0, total / (2 * (total - similar)), total / (2 * similar))",
+        ("tests/test_loss_terms.py::test_cmsl_terms",),
+    ),
+    Mutation(
+        "CMSL: balanced_pairs ignored",
+        "hf_xmodal/models/modeling_cmsl.py",
+        "weights = balance_weights(sim) if config.balanced_pairs else None",
+        "weights = None",
         ("tests/test_loss_terms.py::test_cmsl_terms",),
     ),
     Mutation(

@@ -627,19 +627,25 @@ def sign(x: float) -> float:
     return 1.0 if x >= 0 else -1.0
 
 
-def pairwise_nll(theta: list[list[float]], rel: list[list[bool]]) -> float:
-    """mean over pairs of log(1 + e^θ) − S·θ."""
+def pairwise_nll(theta: list[list[float]], rel: list[list[bool]], balanced=False) -> float:
+    """mean over pairs of w·(log(1 + e^θ) − S·θ), w = 1, or (balanced) n / (2·n_S) for the
+    n_S similar pairs of n and n / (2·(n − n_S)) for the others."""
+    n, n_similar = len(rel) * len(rel[0]), sum(map(sum, rel))
+    weight = {True: 1.0, False: 1.0}
+    if balanced:
+        weight = {True: n / (2 * n_similar), False: n / (2 * (n - n_similar))}
     return mean(
-        softplus(theta[i][j]) - rel[i][j] * theta[i][j]
+        weight[rel[i][j]] * (softplus(theta[i][j]) - rel[i][j] * theta[i][j])
         for i in range(len(theta))
         for j in range(len(theta[0]))
     )
 
 
+@pytest.mark.parametrize("balanced", [True, False])
 @pytest.mark.parametrize("labels", LABELS)
 @pytest.mark.parametrize("binarization", ["relaxed", "straight_through"])
-def test_cmsl_terms(binarization, labels):
-    model = cmsl_model(binarization=binarization)
+def test_cmsl_terms(binarization, labels, balanced):
+    model = cmsl_model(binarization=binarization, balanced_pairs=balanced)
     b = cmsl_batch(labels)
     out = model(**b)
     rel = relevant(b["labels"])
@@ -657,8 +663,9 @@ def test_cmsl_terms(binarization, labels):
     def theta(a, b_):  # ½⟨c_a, c_b⟩
         return [[dot(x, y) / 2 for y in b_] for x in a]
 
-    correlation = pairwise_nll(theta(c_u, c_v), rel)
-    correlation += pairwise_nll(theta(c_u, c_u), rel) + pairwise_nll(theta(c_v, c_v), rel)
+    correlation = sum(
+        pairwise_nll(theta(x, y), rel, balanced) for x, y in ((c_u, c_v), (c_u, c_u), (c_v, c_v))
+    )
     quantization = sum(mean((sign(x) - x) ** 2 for row in h for x in row) for h in (h_u, h_v))
 
     # Local saliency of text t and image i: per word, the softmax(λ·cos)-weighted cosine with the
@@ -692,7 +699,10 @@ def test_cmsl_terms(binarization, labels):
 def test_cmsl_straight_through_passes_the_codes_gradient_to_h():
     """Straight-through: the hash layers get ∂L/∂b at b = sign(h), passed unchanged to h."""
     model = cmsl_model(  # the correlation term alone
-        binarization="straight_through", local_saliency_weight=0.0, quantization_weight=0.0
+        binarization="straight_through",
+        local_saliency_weight=0.0,
+        quantization_weight=0.0,
+        balanced_pairs=False,
     )
     b = batch("multi_hot")
     model(**b).loss.backward()
