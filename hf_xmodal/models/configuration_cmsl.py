@@ -85,6 +85,13 @@ class CMSLConfig(XmodalConfig):
             `"straight_through"` takes sign(h) forward with the identity gradient backward.
         retrieval_metric (`str`, defaults to `"hamming"`): always `"hamming"`: `get_*_features`
             return ±1 codes (or packed bits).
+
+    The pair weighting and the training settings were chosen on Fashion validation (43 article
+    types, 2,000 training products, 64 bits, seed 0, validation MAP average): unweighted 0.4814
+    at `scripts/train.py`'s learning rate 1e-3 over 10 epochs, 0.5588 at 3e-3; balanced 0.5706
+    and 0.6682 (balanced over 10 epochs, at 1e-2: 0.6556; at 3e-3 with θ divided by 8: 0.6455,
+    straight-through: 0.5081); balanced at 3e-3 over 20 epochs 0.7276. Train it with
+    `--learning_rate 3e-3 --epochs 20`.
     """
 
     model_type = "cmsl"
