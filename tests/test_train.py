@@ -18,6 +18,7 @@ from transformers import AutoModel, AutoProcessor
 
 from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval
+from hf_xmodal.hub import load_method_card
 from hf_xmodal.models import MODELS
 from hf_xmodal.training import load_results, trainer
 
@@ -181,6 +182,21 @@ def test_arguments_from_a_json_file(train, tmp_path):
 def test_bad_arguments_fail_clearly(train, tmp_path, argv, message):
     with pytest.raises((SystemExit, Exception), match=message):
         train([*argv, "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("name", ["dckt", "mhtn"])
+def test_a_transfer_model_trains_without_a_source_when_its_source_terms_are_off(
+    train, tmp_path, name
+):
+    """The card's target-only baseline reads no source, so none is asked for; with the source
+    terms on, the missing source is named."""
+    (target_only,) = load_method_card(name)["baselines"]
+    args = ["--model", name, "--epochs", "5"]
+    with pytest.raises(SystemExit, match="pass --source_dataset"):
+        train([*args, "--output_dir", str(tmp_path / "transfer")])
+    config = json.dumps(target_only["config"])
+    results = train([*args, "--model_config", config, "--output_dir", str(tmp_path / "alone")])
+    assert results["test"]["map_avg"] > 0.15  # chance on Wikipedia's 10 classes: ≈ 0.12
 
 
 def wikipedia_arrays(protocol: str) -> dict:

@@ -190,7 +190,7 @@ class DCKTModel(DCKTPreTrainedModel):
         """The target's training pairs with their row `index` (the rounds select rows) and, when
         a transfer term is on, the source's training pairs."""
         streams = {"target": paired_stream(target["train"], index=True)}
-        if self.transfers() or self.config.source_pretrain_fraction > 0:
+        if self.uses_source():
             if source is None:
                 raise ValueError("DCKT transfers from a source: give a source dataset")
             streams["source"] = paired_stream(source["train"])
@@ -213,8 +213,9 @@ class DCKTModel(DCKTPreTrainedModel):
             ("transfer", epochs - n_s - n_t),
         ]
 
-    def transfers(self) -> bool:
-        """Whether the transfer rounds use the source: its semantic term or an MMD is on."""
+    def uses_source(self) -> bool:
+        """Whether training uses the source: its semantic term (pre-training and rounds) or an
+        MMD is on."""
         c = self.config
         return any(
             w > 0 for w in (c.source_semantic_weight, c.media_mmd_weight, c.correlation_mmd_weight)
@@ -402,13 +403,13 @@ class DCKTModel(DCKTPreTrainedModel):
             add("semantic", weighted_mean(semantic_loss(t_img["fc10"], t_txt["fc10"], y), w))
             # L_pair(T) = ½‖fc6_image − fc6_text‖² + ½‖fc7_image − fc7_text‖² per pair
             add("pair_consistency", weighted_mean(pair_distance(t_img, t_txt), w))
-        if stage == "source_pretrain" or (stage == "transfer" and self.transfers()):
+        if stage == "source_pretrain" or (stage == "transfer" and self.uses_source()):
             s_img, s_txt, s_y = self._source_acts(
                 source_image_features, source_text_features, source_labels
             )
             add("source_semantic", semantic_loss(s_img["fc10"], s_txt["fc10"], s_y).mean())
             add("pair_consistency", pair_distance(s_img, s_txt).mean())
-        if stage == "transfer" and self.transfers():
+        if stage == "transfer" and self.uses_source():
             # The MMDs compare the whole batch of every process: N processes train as one.
             selected = gather_batch(w) > 0
             if selected.any():

@@ -91,8 +91,9 @@ class XmodalPreTrainedModel(PreTrainedModel):
     """The media the model embeds; a split gives each as a `<medium>_features` column."""
 
     requires_source_dataset: bool = False
-    """Whether training needs a labelled source dataset besides the target (transfer methods);
-    the script then requires `--source_dataset`, and refuses one for any other model."""
+    """Whether the model trains with a labelled source dataset besides the target (transfer
+    methods): the script requires `--source_dataset` when `uses_source()`, and refuses one for
+    any other model."""
 
     has_unused_parameters: bool = False
     """Whether some trainable parameters get no gradient in some step (e.g. a stage leaves a
@@ -157,6 +158,11 @@ class XmodalPreTrainedModel(PreTrainedModel):
         the target's train pairs (`paired_stream`).
         """
         return {"target": paired_stream(target["train"])}
+
+    def uses_source(self) -> bool:
+        """Whether training, as configured, reads the source dataset. Default: whether the model
+        `requires_source_dataset`; a transfer model says so per config (its source terms on)."""
+        return self.requires_source_dataset
 
     def training_stages(self, epochs: int) -> list[tuple[str, int]]:
         """`[(stage name, number of epochs), ...]` covering `epochs`; each stage starts with fresh

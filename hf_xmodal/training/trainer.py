@@ -198,10 +198,8 @@ def config_overrides(text: str | None) -> dict:
 def load_data(
     args: TrainArguments, model_class
 ) -> tuple[DatasetDict, DatasetDict | None, dict | None]:
-    """The target dataset (train/validation/test), the source dataset if the model takes one,
-    and how the validation split was made if the target had none."""
-    if model_class.requires_source_dataset and args.source_dataset is None:
-        raise SystemExit(f"--model {args.model} transfers from a source: pass --source_dataset")
+    """The target dataset (train/validation/test), the source dataset if one is given, and how
+    the validation split was made if the target had none."""
     if not model_class.requires_source_dataset and args.source_dataset is not None:
         raise SystemExit(f"--model {args.model} trains on one dataset: drop --source_dataset")
     target = load_dataset_by_name(args.dataset, args.data_dir)
@@ -326,6 +324,11 @@ def setup(args: TrainArguments) -> Run:
         raise SystemExit(f"--model_config: {e}") from None
     set_seed(args.seed)  # after the data: building a feature cache draws random numbers
     model = model_class(config)
+    if source is None and model.uses_source():
+        raise SystemExit(
+            f"--model {args.model} transfers from a source with this config: pass "
+            "--source_dataset, or switch its source terms off (its card's target-only baseline)"
+        )
     streams = build_loaders(args, accelerator, model, target, source)
     optimizer = torch.optim.AdamW(
         model.parameters(),
