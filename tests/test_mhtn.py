@@ -1,6 +1,8 @@
 """MHTN-specific invariants: any number of target modalities, the star cross-modal term, the
 single-modal MMD on the source images, the reversed modality discriminator, the switches."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -225,3 +227,26 @@ def test_validation_embeds_and_scores_every_modality():
     assert scores["map_text2tags"] == pytest.approx(by_hand["map_i2t"])
     assert scores["map_tags2text"] == pytest.approx(by_hand["map_t2i"])
     assert len(scores) == 7  # six directions and their mean
+
+
+def test_the_modalities_script_scores_a_saved_model_as_training_did(tmp_path):
+    """scripts/evaluate_modalities.py passes the split through the run's saved processor: on the
+    test split it reproduces every direction `results.json` reports (raw SIFT counts would not)."""
+    from test_ablate import load
+
+    from hf_xmodal.data import load_dataset_by_name
+    from hf_xmodal.training import load_results
+    from hf_xmodal.training import main as train
+
+    data = load_dataset_by_name("wikipedia")
+    data = data.map(lambda row: {"tags_features": row["text_features"][:4]})
+    data.save_to_disk(tmp_path / "three")
+    target_only = '{"source_semantic_weight": 0, "single_modal_mmd_weight": 0}'
+    run = tmp_path / "run"
+    args = ["--model", "mhtn", "--dataset", str(tmp_path / "three"), "--epochs", "2"]
+    train([*args, "--model_config", target_only, "--output_dir", str(run)])
+    reported = {k: v for k, v in load_results(run)["test"].items() if k.startswith("map_")}
+    assert "map_image2tags" in reported and "map_tags2text" in reported
+    scored = load("evaluate_modalities").main([str(run), "--dataset", str(tmp_path / "three")])
+    assert scored == pytest.approx(reported, abs=1e-6)
+    assert json.loads((run / "modalities_test.json").read_text()) == scored

@@ -3,7 +3,6 @@ splits, presets, and the callback that trains a model with `transformers.Trainer
 
 from .evaluation import (
     embed_split,
-    evaluate_modalities,
     pr_curves,
     score_embeddings,
     unique_images,
@@ -34,7 +33,6 @@ __all__ = [
     "config_hash",
     "describe_validation",
     "embed_split",
-    "evaluate_modalities",
     "headline",
     "headline_metrics",
     "load_results",

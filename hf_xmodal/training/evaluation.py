@@ -44,43 +44,6 @@ def embed_split(model, split: Dataset, batch_size: int = 512) -> dict[str, torch
     return embeds
 
 
-@torch.no_grad()
-def evaluate_modalities(
-    model: torch.nn.Module, split, label_name: str = "label", batch_size: int = 512
-) -> dict[str, float]:
-    """MAP@all of every query modality → gallery modality of a model with more than two
-    modalities (`config.modality_dims()` and `get_modality_features`, e.g. MHTN), on a labelled
-    split with a `<modality>_features` column each.
-
-    Returns `map_<query>2<gallery>` for every ordered pair of modalities and `map_avg`, their
-    mean; a two-modality model gives `map_image2text` and `map_text2image`.
-    """
-    modalities = list(model.config.modality_dims())
-    columns = [f"{m}_features" for m in modalities]
-    missing = [c for c in (*columns, label_name) if c not in split.column_names]
-    if missing:
-        raise ValueError(f"the split lacks the column(s) {missing}; it has {split.column_names}")
-    was_training = model.training
-    model.eval()
-    data = split.with_format("torch", columns=[*columns, label_name])
-    embeds = {m: [] for m in modalities}
-    for start in range(0, len(data), batch_size):
-        batch = data[start : start + batch_size]
-        for m in modalities:
-            embeds[m].append(model.get_modality_features(m, batch[f"{m}_features"]).cpu())
-    model.train(was_training)
-    embeds = {m: torch.cat(e) for m, e in embeds.items()}
-    labels = data[label_name]
-    results = {}
-    for i, a in enumerate(modalities):
-        for b in modalities[i + 1 :]:
-            both = evaluate_retrieval(embeds[a], embeds[b], labels, labels)
-            results[f"map_{a}2{b}"] = both["map_i2t"]
-            results[f"map_{b}2{a}"] = both["map_t2i"]
-    results["map_avg"] = sum(results.values()) / len(results)
-    return results
-
-
 def unique_images(embeds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Caption data: one embedding per image (rows ordered by image) and each text's image row."""
     image_ids, text_image_index = torch.unique(embeds["labels"], return_inverse=True)

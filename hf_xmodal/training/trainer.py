@@ -227,16 +227,19 @@ def standardized(
             source_processor = own
     if processor.applied_statistics is None:
         return processor, target, source
+    source = None if source is None else processed(source, source_processor)
+    return processor, processed(target, processor), source
 
-    def process(data, processor):
-        def apply(batch):
-            given = {name: batch[name] for name in FEATURE_COLUMNS if name in batch}
-            return dict(processor(**given, return_tensors="np"))
 
-        return data.map(apply, batched=True, batch_size=4096, keep_in_memory=True)
+def processed(data: DatasetDict | Dataset, processor) -> DatasetDict | Dataset:
+    """`data` with its image and text feature columns passed through `processor` (standardised
+    as a saved model's processor standardises them)."""
 
-    source = None if source is None else process(source, source_processor)
-    return processor, process(target, processor), source
+    def apply(batch):
+        given = {name: batch[name] for name in FEATURE_COLUMNS if name in batch}
+        return dict(processor(**given, return_tensors="np"))
+
+    return data.map(apply, batched=True, batch_size=4096, keep_in_memory=True)
 
 
 def fitted_processor(
