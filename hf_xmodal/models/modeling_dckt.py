@@ -188,7 +188,7 @@ class DCKTModel(DCKTPreTrainedModel):
 
     def training_datasets(self, target, source=None) -> dict:
         """The target's training pairs with their row `index` (the rounds select rows) and, when
-        a transfer term is on, the source's training pairs."""
+        training `uses_source`, the source's training pairs."""
         streams = {"target": paired_stream(target["train"], index=True)}
         if self.uses_source():
             if source is None:
