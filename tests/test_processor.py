@@ -69,6 +69,25 @@ def test_fitted_statistics_are_saved_and_applied_after_loading(tmp_path):
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
 
 
+def test_an_extra_modality_is_checked_standardised_and_saved(tmp_path):
+    image, text = features()
+    tags = image[:, :4] * 100 + 5
+    processor = XmodalProcessor(6, 3, extra_feature_dims={"tags": 4}).fit(
+        image, text, tags_features=tags
+    )
+    out = processor(tags_features=tags)["tags_features"].double()
+    torch.testing.assert_close(out.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.std(0, correction=0), torch.full((4,), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"tags_features must have shape \(batch, 4\)"):
+        processor(tags_features=tags[:, :3])
+    with pytest.raises(ValueError, match=r"unknown feature column\(s\) \['tag_features'\]"):
+        processor(tag_features=tags)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert loaded.extra_feature_dims == {"tags": 4}
+    torch.testing.assert_close(loaded(tags_features=tags)["tags_features"].double(), out)
+
+
 def test_fit_rejects_bad_input():
     image, text = features()
     with pytest.raises(ValueError, match="image_features have 5 columns, expected 6"):

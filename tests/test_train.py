@@ -230,6 +230,29 @@ def test_test_map_does_not_depend_on_the_scale_of_the_image_features(train, tmp_
     assert rescaled["test"]["map_avg"] == pytest.approx(original["test"]["map_avg"], abs=0.005)
 
 
+def test_a_third_modality_is_standardised_too(train, tmp_path):
+    """MHTN's extra modality (`tags_features`) × 100 + 5 trains the same model: the processor
+    fits and applies its statistics like those of images and texts, and saves them."""
+    data = load_dataset_by_name("wikipedia").map(
+        lambda row: {"tags_features": row["text_features"][:4]}
+    )
+    scaled = data.map(lambda row: {"tags_features": [100 * x + 5 for x in row["tags_features"]]})
+    target_only = '{"source_semantic_weight": 0, "single_modal_mmd_weight": 0}'
+    results = {}
+    for name, dataset in (("original", data), ("scaled", scaled)):
+        dataset.save_to_disk(str(tmp_path / name))
+        args = ["--model", "mhtn", "--dataset", str(tmp_path / name), "--epochs", "4"]
+        out = str(tmp_path / f"run-{name}")
+        results[name] = train([*args, "--model_config", target_only, "--output_dir", out])
+    assert "map_image2tags" in results["original"]["test"]
+    assert results["scaled"]["test"]["map_avg"] == pytest.approx(
+        results["original"]["test"]["map_avg"], abs=0.005
+    )
+    processor = AutoProcessor.from_pretrained(tmp_path / "run-scaled" / "model")
+    assert processor.extra_feature_dims == {"tags": 4}
+    assert max(processor.feature_statistics["tags_features"]["mean"]) > 5
+
+
 def test_a_two_split_feature_file_trains_with_a_seeded_validation_split(train, tmp_path):
     """`--dataset FILE.mat` with train and test arrays only: 10% of train validates."""
     arrays = wikipedia_arrays("wikipedia_full_test")

@@ -120,8 +120,8 @@ def add_towers(model: nn.Module, feature_statistics: dict | None = None) -> nn.M
             )
     config.input_mode = "raw"
     model.inputs = ModalityInputs(config)
-    for name, statistics in (feature_statistics or {}).items():
-        prefix = name.removesuffix("s")  # image_features -> image_feature
-        for key in ("mean", "scale"):
-            getattr(model.inputs, f"{prefix}_{key}").copy_(torch.tensor(statistics[key]))
+    for medium in ("image", "text"):  # the towers' media (other modalities have no tower)
+        statistics = (feature_statistics or {}).get(f"{medium}_features")
+        for key in ("mean", "scale") if statistics else ():
+            getattr(model.inputs, f"{medium}_feature_{key}").copy_(torch.tensor(statistics[key]))
     return model

@@ -41,7 +41,8 @@ def feature_statistics(features: np.ndarray | torch.Tensor, name: str) -> dict[s
 
 
 class FeatureStandardization:
-    """Per-feature standardisation of image and text features, learned from training features.
+    """Per-feature standardisation of image, text and extra modalities' features (e.g. MHTN's
+    `tags_features`, sized by `extra_feature_dims`), learned from training features.
 
     `fit` stores each modality's mean and scale in `feature_statistics` (saved with the
     processor's config; see :func:`feature_statistics`); every call then maps features `x` to
@@ -51,27 +52,44 @@ class FeatureStandardization:
 
     standardize: bool
     feature_statistics: dict[str, dict[str, list[float]]] | None
+    extra_feature_dims: dict[str, int]
 
     def fit(
         self,
         image_features: np.ndarray | torch.Tensor | None = None,
         text_features: np.ndarray | torch.Tensor | None = None,
+        **extra_features: np.ndarray | torch.Tensor,
     ):
         """Learn the mean and scale of the modalities given (the training split's features)."""
-        given = {"image_features": image_features, "text_features": text_features}
-        if all(v is None for v in given.values()):
-            raise ValueError("give image_features, text_features or both to fit on")
+        given = self._given(image_features, text_features, extra_features)
         statistics = dict(self.feature_statistics or {})
         for name, values in given.items():
-            if values is not None:
-                statistics[name] = feature_statistics(values, name)
-                dim = len(statistics[name]["mean"])
-                if dim != self.feature_dims()[name]:
-                    raise ValueError(
-                        f"{name} have {dim} columns, expected {self.feature_dims()[name]}"
-                    )
+            statistics[name] = feature_statistics(values, name)
+            dim = len(statistics[name]["mean"])
+            if dim != self.feature_dims()[name]:
+                raise ValueError(f"{name} have {dim} columns, expected {self.feature_dims()[name]}")
         self.feature_statistics = statistics
         return self
+
+    def _given(self, image_features, text_features, extra_features: dict) -> dict:
+        """The feature arrays passed, by column name; an unknown modality is an error."""
+        unknown = sorted(set(extra_features) - set(self.feature_dims()))
+        if unknown:
+            raise ValueError(
+                f"unknown feature column(s) {unknown}: the processor takes "
+                f"{sorted(self.feature_dims())} (extra modalities: `extra_feature_dims`)"
+            )
+        given = {"image_features": image_features, "text_features": text_features}
+        given = {n: v for n, v in {**given, **extra_features}.items() if v is not None}
+        if not given:
+            extra = sorted(self._extra_dims())
+            raise ValueError(
+                "give image_features, text_features or both" + (f" (or {extra})" if extra else "")
+            )
+        return given
+
+    def _extra_dims(self) -> dict[str, int]:
+        return {f"{m}_features": d for m, d in (self.extra_feature_dims or {}).items()}
 
     @property
     def applied_statistics(self) -> dict[str, dict[str, list[float]]] | None:
@@ -110,6 +128,8 @@ class XmodalProcessor(FeatureStandardization, ProcessorMixin):
             through as they are).
         feature_statistics: `{"image_features": {"mean": [...], "scale": [...]}, ...}`, as
             written by `fit`.
+        extra_feature_dims: `{modality: width}` of extra modalities (e.g. `{"tags": 56}` for
+            MHTN), taken and standardised as `<modality>_features`.
 
     Example:
         >>> train = np.random.default_rng(0).normal(5, 100, size=(50, 128))
@@ -126,27 +146,32 @@ class XmodalProcessor(FeatureStandardization, ProcessorMixin):
         text_feature_dim: int = 10,
         standardize: bool = True,
         feature_statistics: dict | None = None,
+        extra_feature_dims: dict | None = None,
         **kwargs,
     ):
         self.image_feature_dim = image_feature_dim
         self.text_feature_dim = text_feature_dim
         self.standardize = standardize
         self.feature_statistics = feature_statistics
+        self.extra_feature_dims = dict(extra_feature_dims or {})
         super().__init__(**kwargs)
 
     def feature_dims(self) -> dict[str, int]:
-        return {"image_features": self.image_feature_dim, "text_features": self.text_feature_dim}
+        return {
+            "image_features": self.image_feature_dim,
+            "text_features": self.text_feature_dim,
+            **self._extra_dims(),
+        }
 
     def __call__(
         self,
         image_features: np.ndarray | torch.Tensor | list | None = None,
         text_features: np.ndarray | torch.Tensor | list | None = None,
         return_tensors: str = "pt",
+        **extra_features: np.ndarray | torch.Tensor | list,
     ) -> BatchFeature:
-        if image_features is None and text_features is None:
-            raise ValueError("give image_features, text_features or both")
-        given = {"image_features": image_features, "text_features": text_features}
-        data = {n: self._features(v, n) for n, v in given.items() if v is not None}
+        given = self._given(image_features, text_features, extra_features)
+        data = {n: self._features(v, n) for n, v in given.items()}
         return BatchFeature(data, tensor_type=return_tensors)
 
 
@@ -176,6 +201,7 @@ class XmodalTowerProcessor(FeatureStandardization, ProcessorMixin):
         standardize: bool = True,
         feature_statistics: dict | None = None,
         max_text_chunks: int = MAX_TEXT_CHUNKS,
+        extra_feature_dims: dict | None = None,
         **kwargs,
     ):
         if max_text_chunks < 1:
@@ -183,6 +209,7 @@ class XmodalTowerProcessor(FeatureStandardization, ProcessorMixin):
         self.standardize = standardize
         self.feature_statistics = feature_statistics
         self.max_text_chunks = max_text_chunks
+        self.extra_feature_dims = dict(extra_feature_dims or {})
         super().__init__(image_processor, tokenizer, **kwargs)
 
     @classmethod
@@ -204,6 +231,7 @@ class XmodalTowerProcessor(FeatureStandardization, ProcessorMixin):
         return {
             "image_features": TOWER_DIMS["image_feature_dim"],
             "text_features": TOWER_DIMS["text_feature_dim"],
+            **self._extra_dims(),
         }
 
     def tokenize(self, text: str | list[str]) -> dict[str, torch.Tensor]:
@@ -240,8 +268,10 @@ class XmodalTowerProcessor(FeatureStandardization, ProcessorMixin):
         image_features=None,
         text_features=None,
         return_tensors: str = "pt",
+        **extra_features,
     ) -> BatchFeature:
-        if all(x is None for x in (images, text, image_features, text_features)):
+        features = (image_features, text_features, *extra_features.values())
+        if images is None and text is None and all(x is None for x in features):
             raise ValueError("give images, text, image_features or text_features")
         data = {}
         if images is not None:
@@ -250,8 +280,9 @@ class XmodalTowerProcessor(FeatureStandardization, ProcessorMixin):
             )["pixel_values"]
         if text is not None:
             data.update(self.tokenize(text))
-        given = {"image_features": image_features, "text_features": text_features}
-        data.update({n: self._features(v, n) for n, v in given.items() if v is not None})
+        if any(x is not None for x in features):
+            given = self._given(image_features, text_features, extra_features)
+            data.update({n: self._features(v, n) for n, v in given.items()})
         return BatchFeature(data, tensor_type=return_tensors)
 
 

@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Value
 from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
@@ -223,7 +223,7 @@ def standardized(
     source_processor = processor
     if source is not None:
         own = fitted_processor(source["train"], standardize, like=processor)
-        if own.feature_dims() != processor.feature_dims():
+        if not own.feature_dims().items() <= processor.feature_dims().items():
             source_processor = own
     if processor.applied_statistics is None:
         return processor, target, source
@@ -232,11 +232,11 @@ def standardized(
 
 
 def processed(data: DatasetDict | Dataset, processor) -> DatasetDict | Dataset:
-    """`data` with its image and text feature columns passed through `processor` (standardised
-    as a saved model's processor standardises them)."""
+    """`data` with its feature columns passed through `processor` (standardised as a saved
+    model's processor standardises them)."""
 
     def apply(batch):
-        given = {name: batch[name] for name in FEATURE_COLUMNS if name in batch}
+        given = {name: batch[name] for name in processor.feature_dims() if name in batch}
         return dict(processor(**given, return_tensors="np"))
 
     return data.map(apply, batched=True, batch_size=4096, keep_in_memory=True)
@@ -245,15 +245,23 @@ def processed(data: DatasetDict | Dataset, processor) -> DatasetDict | Dataset:
 def fitted_processor(
     train: Dataset, standardize: bool, like: XmodalProcessor | None = None
 ) -> XmodalProcessor:
-    """A processor for the feature sizes of a train split, fitted on it. A split of images alone
-    (MHTN's single-modal source) takes the text size of `like`."""
-    given = [name for name in FEATURE_COLUMNS if name in train.column_names]
+    """A processor for the feature sizes of a train split, fitted on it: images, texts and every
+    other `<modality>_features` column of one vector per row (an extra modality, as MHTN's
+    tags). A split of images alone (MHTN's single-modal source) takes the text size of `like`."""
+    extra = [
+        name
+        for name, feature in train.features.items()
+        if name.endswith("_features") and name not in FEATURE_COLUMNS
+        if isinstance(getattr(feature, "feature", None), Value)
+    ]
+    given = [name for name in (*FEATURE_COLUMNS, *extra) if name in train.column_names]
     columns = train.with_format("numpy", columns=given)[:]
     dims = [
         columns[name].shape[1] if name in columns else like.feature_dims()[name]
         for name in FEATURE_COLUMNS
     ]
-    processor = XmodalProcessor(*dims, standardize=standardize)
+    extra_dims = {name.removesuffix("_features"): columns[name].shape[1] for name in extra}
+    processor = XmodalProcessor(*dims, standardize=standardize, extra_feature_dims=extra_dims)
     return processor.fit(**{name: columns[name] for name in given})
 
 
@@ -579,7 +587,9 @@ def processor_for(run: Run):
     if with_towers:
         add_towers(run.unwrapped, fitted.applied_statistics)
         return XmodalTowerProcessor.from_towers(
-            standardize=fitted.standardize, feature_statistics=fitted.feature_statistics
+            standardize=fitted.standardize,
+            feature_statistics=fitted.feature_statistics,
+            extra_feature_dims=fitted.extra_feature_dims,
         )
     return fitted
 
