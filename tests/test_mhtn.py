@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from hf_xmodal.models import MHTNConfig, MHTNModel, XmodalProcessor
 from hf_xmodal.models.layers import reversal_schedule
@@ -191,6 +191,14 @@ def test_a_third_feature_column_becomes_a_modality_and_the_source_gives_images_o
     source = split(20, {"image_features": 5, "text_features": 4}, list("pqrst"))
     fields = MHTNModel.config_from_datasets(target, source)
     assert fields["extra_modalities"] == {"tags": 3} and fields["source_num_labels"] == 5
+    regions = Dataset.from_dict(  # a region map per row is not a modality
+        {**target["train"].to_dict(), "region_features": rng.random((12, 2, 3)).tolist()},
+        features=Features(
+            {**target["train"].features, "region_features": Array2D((2, 3), "float32")}
+        ),
+    )
+    with_regions = MHTNModel.config_from_datasets(DatasetDict({"train": regions}), source)
+    assert with_regions["extra_modalities"] == {"tags": 3}
     model = MHTNModel(MHTNConfig(**fields, hidden_dim=8, fc8_dim=4, fc9_dim=4))
     assert model.modalities == ["image", "text", "tags"]
     streams = model.training_datasets(target, source)

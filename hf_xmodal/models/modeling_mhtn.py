@@ -17,7 +17,7 @@ from .layers import (
 from .losses import mmd, weighted_sum
 from .modeling_dckt import DomainNetwork, fc_block, pair_distance, represent
 from .modeling_outputs import CrossModalOutput
-from .modeling_xmodal import XmodalPreTrainedModel, label_column
+from .modeling_xmodal import XmodalPreTrainedModel, extra_feature_columns, label_column
 
 INPUT_SUFFIXES = ("features", "input_ids", "attention_mask")
 
@@ -79,14 +79,13 @@ class MHTNModel(MHTNPreTrainedModel):
 
     @classmethod
     def config_from_datasets(cls, target, source=None) -> dict:
-        """The target's feature sizes and labels, every other `<name>_features` column of its
-        training split as an extra modality, and the source's number of classes."""
+        """The target's feature sizes and labels, each `extra_feature_columns` of its training
+        split as an extra modality, and the source's number of classes."""
         fields = super().config_from_datasets(target)
         split = target["train"]
         extra = {
             column.removesuffix("_features"): len(split[0][column])
-            for column in split.column_names
-            if column.endswith("_features") and column not in ("image_features", "text_features")
+            for column in extra_feature_columns(split)
         }
         if extra:
             fields["extra_modalities"] = extra

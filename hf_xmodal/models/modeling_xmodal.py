@@ -49,6 +49,19 @@ def label_column(split: Dataset) -> str:
     )
 
 
+def extra_feature_columns(split: Dataset) -> list[str]:
+    """The `<modality>_features` columns besides image and text features that hold one vector per
+    row: extra modalities (MHTN's tags). Region maps (2-D per row) are not."""
+    from datasets import Value
+
+    return [
+        name
+        for name, feature in split.features.items()
+        if name.endswith("_features") and name not in ("image_features", "text_features")
+        if isinstance(getattr(feature, "feature", None), Value)
+    ]
+
+
 def paired_stream(
     split: Dataset,
     index: bool = False,

@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from datasets import Dataset, DatasetDict, Value
+from datasets import Dataset, DatasetDict
 from huggingface_hub.errors import StrictDataclassError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
@@ -36,7 +36,7 @@ from ..data import load_dataset_by_name, validate_feature_dataset
 from ..evaluation import plot_pr_curves
 from ..files import atomic_write, sync_files
 from ..models import MODELS, TOWER_DIMS, XmodalProcessor, XmodalTowerProcessor, add_towers
-from ..models.modeling_xmodal import XmodalPreTrainedModel, label_column
+from ..models.modeling_xmodal import XmodalPreTrainedModel, extra_feature_columns, label_column
 from .evaluation import embed_split, pr_curves, score_embeddings
 from .presets import PRESET_NAMES, preset_for, preset_overrides
 from .results import RESULTS_FILE, config_hash, headline, selection_key, write_results
@@ -248,12 +248,7 @@ def fitted_processor(
     """A processor for the feature sizes of a train split, fitted on it: images, texts and every
     other `<modality>_features` column of one vector per row (an extra modality, as MHTN's
     tags). A split of images alone (MHTN's single-modal source) takes the text size of `like`."""
-    extra = [
-        name
-        for name, feature in train.features.items()
-        if name.endswith("_features") and name not in FEATURE_COLUMNS
-        if isinstance(getattr(feature, "feature", None), Value)
-    ]
+    extra = extra_feature_columns(train)
     given = [name for name in (*FEATURE_COLUMNS, *extra) if name in train.column_names]
     columns = train.with_format("numpy", columns=given)[:]
     dims = [
