@@ -152,6 +152,13 @@ MUTATIONS = [
         ("tests/test_daml.py",),
     ),
     Mutation(
+        "dropout keeps a share p of the units instead of 1 - p",
+        "hf_xmodal/models/layers.py",
+        ".bernoulli_(1 - p)[rank * n : (rank + 1) * n]",
+        ".bernoulli_(p)[rank * n : (rank + 1) * n]",
+        ("tests/test_distributed.py::test_one_process_drops_exactly_what_torch_dropout_drops",),
+    ),
+    Mutation(
         "gradient reversal schedule starts at full strength",
         "hf_xmodal/models/layers.py",
         "2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0",

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from hf_xmodal.models.layers import batch_dropout
+
 WORLD = 2
 
 
@@ -91,3 +93,16 @@ def test_two_processes_compute_the_gradient_of_one(name, two_processes):
         torch.testing.assert_close(grads[n], g, atol=1e-5, rtol=1e-4, msg=n)
     for n, b in whole_buffers.items():
         torch.testing.assert_close(buffers[n], b, msg=n)
+
+
+def test_one_process_drops_exactly_what_torch_dropout_drops():
+    """On one CPU process the whole-batch mask is `F.dropout`'s own draw: same units kept, same
+    1 / (1 − p) scale, so single-process runs are those of `nn.Dropout`; eval mode is identity."""
+    x = torch.randn(64, 50)
+    torch.manual_seed(3)
+    expected = torch.nn.functional.dropout(x, 0.7, training=True)
+    torch.manual_seed(3)
+    got = batch_dropout(x, 0.7, training=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert 0.6 < (got == 0).float().mean() < 0.8
+    assert batch_dropout(x, 0.7, training=False) is x
