@@ -110,7 +110,12 @@ def run(
         fixed = None
     else:
         held_out = arrays(data["validation"], processor) if has_validation else None
-        grid = {"temperature": [0.05, 0.1]}
+        # larger batches give InfoNCE more negatives (the `caption` preset trains the models so)
+        grid = {
+            "temperature": [0.05, 0.1],
+            "batch_size": [128, 1024],
+            "learning_rate": [1e-3, 4e-3],
+        }
         fit = lambda **p: InfoNCEHeads(seed=args.seed, **p).fit(  # noqa: E731
             train[0],
             train[1],

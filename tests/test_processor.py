@@ -6,15 +6,16 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import AutoProcessor
 
-from hf_xmodal.models import DAMLConfig, DSCMRConfig, UNCSMConfig, XmodalProcessor
+from hf_xmodal.models import MODELS, DSCMRConfig, XmodalProcessor
 from hf_xmodal.training import (
     describe_validation,
     preset_for,
     preset_overrides,
+    preset_training,
     require_splits,
     with_validation,
 )
-from hf_xmodal.training.presets import PRESETS
+from hf_xmodal.training.presets import PRESET_TRAINING, PRESETS, TRAINING_DEFAULTS
 
 
 def features(n=200, seed=0):
@@ -107,10 +108,28 @@ def test_preset_follows_the_kind_of_relevance():
     assert preset_for(labelled) == "class" and preset_for(captions) == "caption"
 
 
+def test_preset_training_settings_layer_defaults_shared_and_own(monkeypatch):
+    assert preset_training("class", "daml") == TRAINING_DEFAULTS
+    layers = {"*": {"epochs": 7, "batch_size": 30}, "daml": {"batch_size": 20}}
+    monkeypatch.setitem(PRESET_TRAINING, "caption", layers)
+    assert preset_training("caption", "daml") == {
+        **TRAINING_DEFAULTS,
+        "epochs": 7,
+        "batch_size": 20,
+    }
+    assert preset_training("caption", "uncsm") == {
+        **TRAINING_DEFAULTS,
+        "epochs": 7,
+        "batch_size": 30,
+    }
+    with pytest.raises(ValueError, match="unknown preset 'instance'"):
+        preset_training("instance", "daml")
+
+
 def test_preset_overrides_apply_shared_settings_where_the_config_has_them():
     assert preset_overrides("class", "dscmr", DSCMRConfig) == {}
     shared = PRESETS["caption"]["*"]
-    for config_class in (DSCMRConfig, DAMLConfig, UNCSMConfig):
+    for config_class, _ in MODELS.values():
         overrides = preset_overrides("caption", config_class.model_type, config_class)
         own = PRESETS["caption"].get(config_class.model_type, {})
         for name, value in shared.items():

@@ -20,7 +20,7 @@ from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval
 from hf_xmodal.hub import load_method_card
 from hf_xmodal.models import MODELS
-from hf_xmodal.training import load_results, trainer
+from hf_xmodal.training import PRESET_TRAINING, TRAINING_DEFAULTS, load_results, trainer
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
 TOY = ["--model", "toy_transfer:ToyTransferModel", "--learning_rate", "0.01", "--batch_size", "40"]
@@ -251,6 +251,29 @@ def test_a_third_modality_is_standardised_too(train, tmp_path):
     processor = AutoProcessor.from_pretrained(tmp_path / "run-scaled" / "model")
     assert processor.extra_feature_dims == {"tags": 4}
     assert max(processor.feature_statistics["tags_features"]["mean"]) > 5
+
+
+def test_the_preset_sets_the_training_settings_the_command_line_leaves_unset(train, tmp_path):
+    class_run = train([*SMALL, "--epochs", "1", "--output_dir", str(tmp_path / "class")])
+    assert class_run["preset"] == "class"
+    caption_run = train([*SMALL, "--preset", "caption", "--output_dir", str(tmp_path / "caption")])
+    given = train(
+        [
+            *SMALL,
+            *("--preset", "caption", "--batch_size", "50", "--epochs", "1"),
+            *("--output_dir", str(tmp_path / "given")),
+        ]
+    )
+    caption = {**TRAINING_DEFAULTS, **PRESET_TRAINING["caption"]["*"]}
+    assert caption != TRAINING_DEFAULTS
+    for name in TRAINING_DEFAULTS:
+        assert class_run["hyperparameters"][name] == (
+            1 if name == "epochs" else TRAINING_DEFAULTS[name]
+        )
+        assert caption_run["hyperparameters"][name] == caption[name]
+    assert len(caption_run["training_curve"]) == caption["epochs"]
+    assert given["hyperparameters"]["batch_size"] == 50
+    assert given["hyperparameters"]["learning_rate"] == caption["learning_rate"]
 
 
 def test_a_two_split_feature_file_trains_with_a_seeded_validation_split(train, tmp_path):

@@ -7,7 +7,15 @@ from .evaluation import (
     score_embeddings,
     unique_images,
 )
-from .presets import PRESET_NAMES, PRESETS, preset_for, preset_overrides
+from .presets import (
+    PRESET_NAMES,
+    PRESET_TRAINING,
+    PRESETS,
+    TRAINING_DEFAULTS,
+    preset_for,
+    preset_overrides,
+    preset_training,
+)
 from .results import (
     RESULTS_FILE,
     config_hash,
@@ -25,9 +33,11 @@ from .trainer_callback import TrainingHooksCallback
 
 __all__ = [
     "PRESETS",
+    "PRESET_TRAINING",
     "PRESET_NAMES",
     "RESULTS_FILE",
     "VALIDATION_HELP",
+    "TRAINING_DEFAULTS",
     "TrainArguments",
     "TrainingHooksCallback",
     "config_hash",
@@ -41,6 +51,7 @@ __all__ = [
     "pr_curves",
     "preset_for",
     "preset_overrides",
+    "preset_training",
     "require_splits",
     "score_embeddings",
     "selection_key",

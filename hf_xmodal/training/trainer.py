@@ -38,7 +38,13 @@ from ..files import atomic_write, sync_files
 from ..models import MODELS, TOWER_DIMS, XmodalProcessor, XmodalTowerProcessor, add_towers
 from ..models.modeling_xmodal import XmodalPreTrainedModel, extra_feature_columns, label_column
 from .evaluation import embed_split, pr_curves, score_embeddings
-from .presets import PRESET_NAMES, preset_for, preset_overrides
+from .presets import (
+    PRESET_NAMES,
+    TRAINING_DEFAULTS,
+    preset_for,
+    preset_overrides,
+    preset_training,
+)
 from .results import RESULTS_FILE, config_hash, headline, selection_key, write_results
 from .splits import VALIDATION_HELP, describe_validation, require_splits, with_validation
 
@@ -48,6 +54,9 @@ SPLITS = ("train", "validation", "test")
 FEATURE_COLUMNS = ("image_features", "text_features")
 STATE_FILE = "train_state.json"
 BEST_WEIGHTS = "best_model.safetensors"
+BY_PRESET = "default: the preset's (PRESET_TRAINING), else {}".format(
+    ", ".join(f"{k} {v}" for k, v in TRAINING_DEFAULTS.items())
+)
 MAY_CHANGE_ON_RESUME = ("epochs", "eval_every", "resume", "output_dir", "with_towers", "report_to")
 """Arguments a resumed run may change; every other one must be the checkpoint's."""
 
@@ -96,9 +105,13 @@ class TrainArguments:
     output_dir: str | None = field(
         default=None, metadata={"help": "default: runs/<model>-<dataset>-seed<seed>"}
     )
-    epochs: int = field(default=40, metadata={"help": "epochs over all training stages"})
-    batch_size: int = field(default=100, metadata={"help": "global batch, split over processes"})
-    learning_rate: float = 1e-3
+    epochs: int | None = field(
+        default=None, metadata={"help": f"epochs over all training stages ({BY_PRESET})"}
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": f"global batch, split over processes ({BY_PRESET})"}
+    )
+    learning_rate: float | None = field(default=None, metadata={"help": BY_PRESET})
     lr_schedule: str = field(
         default="cosine", metadata={"help": "cosine (decay to 0 in each stage) or constant"}
     )
@@ -150,8 +163,8 @@ def parse_args(argv: list[str]) -> TrainArguments:
         (args,) = parser.parse_json_file(argv[0])
     else:
         (args,) = parser.parse_args_into_dataclasses(argv)
-    for name in ("epochs", "batch_size", "eval_every"):
-        if getattr(args, name) <= 0:
+    for name in ("epochs", "batch_size", "eval_every", "learning_rate"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise SystemExit(f"--{name} must be positive, got {getattr(args, name)}")
     if args.lr_schedule not in ("cosine", "constant"):
         raise SystemExit(f"--lr_schedule must be cosine or constant, got {args.lr_schedule!r}")
@@ -312,12 +325,15 @@ def setup(args: TrainArguments) -> Run:
         accelerator.print(describe_validation(validation_split))
     processor, target, source = standardized(target, source, args.standardize)
     args.preset = args.preset or preset_for(target["train"])  # recorded with the arguments
+    model_type = model_class.config_class.model_type
     try:
-        overrides = preset_overrides(
-            args.preset, model_class.config_class.model_type, model_class.config_class
-        )
+        overrides = preset_overrides(args.preset, model_type, model_class.config_class)
+        training = preset_training(args.preset, model_type)
     except ValueError as e:
         raise SystemExit(f"--preset: {e}") from None
+    for name, value in training.items():  # recorded with the arguments, as the preset
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     try:
         fields = model_class.config_from_datasets(target, source)
     except ValueError as e:
