@@ -20,7 +20,7 @@ from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval
 from hf_xmodal.hub import load_method_card
 from hf_xmodal.models import MODELS
-from hf_xmodal.training import PRESET_TRAINING, TRAINING_DEFAULTS, load_results, trainer
+from hf_xmodal.training import TRAINING_DEFAULTS, load_results, preset_training, trainer
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
 TOY = ["--model", "toy_transfer:ToyTransferModel", "--learning_rate", "0.01", "--batch_size", "40"]
@@ -264,7 +264,7 @@ def test_the_preset_sets_the_training_settings_the_command_line_leaves_unset(tra
             *("--output_dir", str(tmp_path / "given")),
         ]
     )
-    caption = {**TRAINING_DEFAULTS, **PRESET_TRAINING["caption"]["*"]}
+    caption = preset_training("caption", "dscmr")
     assert caption != TRAINING_DEFAULTS
     for name in TRAINING_DEFAULTS:
         assert class_run["hyperparameters"][name] == (
