@@ -20,7 +20,7 @@ from hf_xmodal.data import load_dataset_by_name
 from hf_xmodal.evaluation import evaluate_retrieval
 from hf_xmodal.hub import load_method_card
 from hf_xmodal.models import MODELS
-from hf_xmodal.training import TRAINING_DEFAULTS, load_results, preset_training, trainer
+from hf_xmodal.training import PRESET_TRAINING, TRAINING_DEFAULTS, load_results, trainer
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train.py"
 TOY = ["--model", "toy_transfer:ToyTransferModel", "--learning_rate", "0.01", "--batch_size", "40"]
@@ -172,6 +172,7 @@ def test_arguments_from_a_json_file(train, tmp_path):
         (["--model_config", '{"embed_dim": 0}'], "(?s)--model_config: .*embed_dim"),
         (["--model_config", '{"embed_dimm": 7}'], "--model_config: .*did you mean 'embed_dim'"),
         (["--epochs", "0"], "--epochs must be positive"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
         (["--epoch", "3"], "not used"),  # no abbreviations
         (["--dataset", "no_such_dataset"], "unknown dataset"),
         (["--source_dataset", "wikipedia"], "trains on one dataset: drop --source_dataset"),
@@ -254,22 +255,25 @@ def test_a_third_modality_is_standardised_too(train, tmp_path):
 
 
 def test_the_preset_sets_the_training_settings_the_command_line_leaves_unset(train, tmp_path):
-    class_run = train([*SMALL, "--epochs", "1", "--output_dir", str(tmp_path / "class")])
-    assert class_run["preset"] == "class"
-    caption_run = train([*SMALL, "--preset", "caption", "--output_dir", str(tmp_path / "caption")])
+    """DAML takes the caption preset's shared settings, which differ from the defaults in all
+    three; a flag given on the command line wins."""
+    daml = ["--model", "daml", "--model_config", '{"embed_dim": 16}', "--eval_every", "5"]
+    assert "daml" not in PRESET_TRAINING["caption"]
+    caption = {**TRAINING_DEFAULTS, **PRESET_TRAINING["caption"]["*"]}
+    assert all(caption[name] != TRAINING_DEFAULTS[name] for name in TRAINING_DEFAULTS)
+    class_run = train([*daml, "--epochs", "1", "--output_dir", str(tmp_path / "class")])
+    caption_run = train([*daml, "--preset", "caption", "--output_dir", str(tmp_path / "caption")])
     given = train(
         [
-            *SMALL,
+            *daml,
             *("--preset", "caption", "--batch_size", "50", "--epochs", "1"),
             *("--output_dir", str(tmp_path / "given")),
         ]
     )
-    caption = preset_training("caption", "dscmr")
-    assert caption != TRAINING_DEFAULTS
+    assert class_run["preset"] == "class"
     for name in TRAINING_DEFAULTS:
-        assert class_run["hyperparameters"][name] == (
-            1 if name == "epochs" else TRAINING_DEFAULTS[name]
-        )
+        expected = 1 if name == "epochs" else TRAINING_DEFAULTS[name]
+        assert class_run["hyperparameters"][name] == expected
         assert caption_run["hyperparameters"][name] == caption[name]
     assert len(caption_run["training_curve"]) == caption["epochs"]
     assert given["hyperparameters"]["batch_size"] == 50
