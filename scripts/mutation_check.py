@@ -412,8 +412,8 @@ MUTATIONS = [
     Mutation(
         "CMSL: correlation θ without the ½",
         "hf_xmodal/models/modeling_cmsl.py",
-        "pairwise_likelihood(a @ b.T / 2, sim, weights)",
-        "pairwise_likelihood(a @ b.T, sim, weights)",
+        "pairwise_likelihood((a @ b.T - offset) / 2, sim, weights)",
+        "pairwise_likelihood(a @ b.T - offset, sim, weights)",
         ("tests/test_loss_terms.py::test_cmsl_terms",),
     ),
     Mutation(
@@ -442,6 +442,13 @@ MUTATIONS = [
         "hf_xmodal/models/modeling_cmsl.py",
         "torch.where(sim > 0, total / (2 * similar), total / (2 * (total - similar)))",
         "torch.where(sim > 0, total / (2 * (total - similar)), total / (2 * similar))",
+        ("tests/test_loss_terms.py::test_cmsl_terms",),
+    ),
+    Mutation(
+        "CMSL: correlation threshold raises θ instead of lowering it",
+        "hf_xmodal/models/modeling_cmsl.py",
+        "pairwise_likelihood((a @ b.T - offset) / 2, sim, weights)",
+        "pairwise_likelihood((a @ b.T + offset) / 2, sim, weights)",
         ("tests/test_loss_terms.py::test_cmsl_terms",),
     ),
     Mutation(

@@ -225,7 +225,9 @@ def codes_by_hand(model, batch):
 @pytest.mark.parametrize("balanced_pairs", [True, False])
 @pytest.mark.parametrize("binarization", ["relaxed", "straight_through"])
 def test_each_loss_term_by_hand(binarization, balanced_pairs):
-    model = make_model(binarization=binarization, balanced_pairs=balanced_pairs)
+    model = make_model(
+        binarization=binarization, balanced_pairs=balanced_pairs, correlation_threshold=0.3
+    )
     batch = make_batch()
     out = model(**batch)
     h_u, h_v, (_, regions), (_, words, mask) = codes_by_hand(model, batch)
@@ -240,7 +242,7 @@ def test_each_loss_term_by_hand(binarization, balanced_pairs):
     w = w if balanced_pairs else torch.ones_like(sim)
 
     def nll(a, b):
-        theta = a @ b.T / 2
+        theta = (a @ b.T - 0.3 * model.config.code_bits) / 2
         return (w * (torch.log1p(torch.exp(theta)) - sim * theta)).mean()
 
     correlation = nll(c_u, c_v) + nll(c_u, c_u) + nll(c_v, c_v)
@@ -361,6 +363,7 @@ def test_expansion_adds_words_to_each_text_and_padding_changes_nothing():
         ({"coarse_grid": 4}, "coarse_grid"),
         ({"binarization": "sigmoid"}, "binarization"),
         ({"max_word_frequency": 0.0}, "max_word_frequency"),
+        ({"correlation_threshold": 1.0}, "correlation_threshold"),
     ],
 )
 def test_invalid_config_names_the_field(kwargs, message):

@@ -604,6 +604,7 @@ def cmsl_model(**kwargs) -> CMSLModel:
         expansion_words=0,
         attention_temperature=4.0,
         local_logit_scale=3.0,
+        correlation_threshold=0.2,
         **{**{f"{name}_weight": w for name, w in CMSL_WEIGHTS.items()}, **kwargs},
     )
     torch.manual_seed(0)
@@ -660,8 +661,8 @@ def test_cmsl_terms(binarization, labels, balanced):
     else:
         c_u, c_v = h_u, h_v
 
-    def theta(a, b_):  # ½⟨c_a, c_b⟩
-        return [[dot(x, y) / 2 for y in b_] for x in a]
+    def theta(a, b_):  # ½(⟨c_a, c_b⟩ − β·bits), β = 0.2, 16 bits
+        return [[(dot(x, y) - 0.2 * 16) / 2 for y in b_] for x in a]
 
     correlation = sum(
         pairwise_nll(theta(x, y), rel, balanced) for x, y in ((c_u, c_v), (c_u, c_u), (c_v, c_v))
@@ -713,7 +714,7 @@ def test_cmsl_straight_through_passes_the_codes_gradient_to_h():
     sim = torch.tensor(relevant(b["labels"]), dtype=torch.float32)
 
     def nll(a, b_):
-        theta = a @ b_.T / 2
+        theta = (a @ b_.T - 0.2 * 16) / 2
         return (torch.nn.functional.softplus(theta) - sim * theta).mean()
 
     (u, v) = codes

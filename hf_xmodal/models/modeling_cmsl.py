@@ -348,11 +348,12 @@ class CMSLModel(CMSLPreTrainedModel):
             c_u, c_v = h_u, h_v
         all_u, all_v = gather_batch(c_u), gather_batch(c_v)
         # L_corr = Σ_{(a,b) ∈ image-text, image-image, text-text} mean w (log(1 + e^θ) − S θ),
-        # θ_ab = ½ ⟨c_a, c_b⟩, w balancing similar and dissimilar pairs (or 1)
+        # θ_ab = ½ (⟨c_a, c_b⟩ − β bits), w balancing similar and dissimilar pairs (or 1)
         weights = balance_weights(sim) if config.balanced_pairs else None
+        offset = config.correlation_threshold * config.code_bits
         terms = {
             "correlation": sum(
-                pairwise_likelihood(a @ b.T / 2, sim, weights)
+                pairwise_likelihood((a @ b.T - offset) / 2, sim, weights)
                 for a, b in ((c_u, all_v), (c_u, all_u), (c_v, all_v))
             )
         }
