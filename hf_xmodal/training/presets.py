@@ -68,22 +68,22 @@ def preset_for(train: Dataset) -> str:
     return "caption" if "image_index" in train.column_names else "class"
 
 
-def _check(preset: str) -> None:
-    if preset not in PRESETS:
+def _layers(table: dict[str, dict[str, dict]], preset: str, model_type: str) -> tuple[dict, dict]:
+    """A preset's shared (`"*"`) entry and the model's own entry in `table`."""
+    if preset not in table:
         raise ValueError(f"unknown preset {preset!r}: choose one of {PRESET_NAMES}")
+    return table[preset].get("*", {}), table[preset].get(model_type, {})
 
 
 def preset_overrides(preset: str, model_type: str, config_class: type) -> dict:
     """The config overrides of `preset` for a model: the shared ones its config knows, then its
     own."""
-    _check(preset)
-    shared = {k: v for k, v in PRESETS[preset].get("*", {}).items() if hasattr(config_class, k)}
-    return {**shared, **PRESETS[preset].get(model_type, {})}
+    shared, own = _layers(PRESETS, preset, model_type)
+    return {**{k: v for k, v in shared.items() if hasattr(config_class, k)}, **own}
 
 
 def preset_training(preset: str, model_type: str) -> dict:
     """The training settings of `preset` for a model: `TRAINING_DEFAULTS`, then the preset's
     shared ones, then the model's own."""
-    _check(preset)
-    settings = PRESET_TRAINING[preset]
-    return {**TRAINING_DEFAULTS, **settings.get("*", {}), **settings.get(model_type, {})}
+    shared, own = _layers(PRESET_TRAINING, preset, model_type)
+    return {**TRAINING_DEFAULTS, **shared, **own}
