@@ -21,7 +21,7 @@ model peaks at epoch 3 with them (259.5) and keeps 5 epochs of 100 pairs (262.2)
 10 epochs of 100 pairs, because its metric network scores every pair of a batch (with batches of
 1,000 an epoch took 2.5 minutes, DAML's 17 seconds).
 DCKT and MHTN retrieve by a wider fc9: the softmax over the training images says nothing of new
-images (DCKT target alone, 10 epochs of 100 pairs, test 203.4; fc9 245.6). DCKT, validation:
+images (DCKT target alone, 10 epochs of 100 pairs, validation 197.4; fc9 231.3). DCKT, validation:
 fc9 of 128 / 512 units 237.2 / 246.3; with dropout 0.5 84 (epoch 6), without batch norm 181.5,
 semantic weight 0.1 237.2 (128 units).
 """
