@@ -25,7 +25,13 @@ TERM_WEIGHTS = {
 
 
 def make_model(**overrides):
-    base = {"hidden_dim": 16, "fc8_dim": 8, "fc9_dim": 6, "source_num_labels": SOURCE_LABELS}
+    base = {
+        "hidden_dim": 16,
+        "fc8_dim": 8,
+        "fc9_dim": 6,
+        "source_num_labels": SOURCE_LABELS,
+        "dropout": 0.0,
+    }
     config = DCKTConfig(
         image_feature_dim=5, text_feature_dim=4, num_labels=NUM_LABELS, **{**base, **overrides}
     )

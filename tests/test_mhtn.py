@@ -33,6 +33,7 @@ def make_model(**overrides):
         "extra_modalities": {"tags": 3},
         "discriminator_bottleneck": 4,
         "discriminator_hidden_dims": [5],
+        "dropout": 0.0,
         **overrides,
     }
     config = MHTNConfig(image_feature_dim=5, text_feature_dim=4, num_labels=NUM_LABELS, **kwargs)

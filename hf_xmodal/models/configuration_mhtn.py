@@ -40,7 +40,11 @@ class MHTNConfig(XmodalConfig):
         fc9_dim (`int`, defaults to 128): width of the common fc9 (paper: 4096 (reading)).
         batch_norm (`bool`, defaults to `True`): BatchNorm before each ReLU of fc6-fc9 (paper:
             `False` (reading)).
-        dropout (`float`, defaults to 0.0): dropout after each ReLU (paper: 0.5 (reading)).
+        dropout (`float`, defaults to 0.5): dropout after each ReLU (paper: 0.5 (reading)).
+            Chosen on the validation splits of three labelled datasets (target alone, MAP
+            average, against no dropout; seeds 0-2): Wikipedia SIFT/LDA 0.2769 against 0.2607,
+            `wikipedia_minilm` 0.3111 against 0.2882, Fashion tower features 0.9161 (seed 0:
+            0.9154 against 0.9139).
         source_num_labels (`int`, *optional*): number of source classes; `None` means
             `num_labels`.
         source_semantic_weight (`float`, defaults to 1.0): component 1a: softmax cross-entropy
@@ -82,7 +86,7 @@ class MHTNConfig(XmodalConfig):
     fc8_dim: int = 256
     fc9_dim: int = 128
     batch_norm: bool = True
-    dropout: float | int = 0.0
+    dropout: float | int = 0.5
     source_num_labels: int | None = None
     source_semantic_weight: float | int = 1.0
     single_modal_mmd_weight: float | int = 0.1
