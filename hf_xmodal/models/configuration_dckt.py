@@ -72,9 +72,8 @@ class DCKTConfig(XmodalConfig):
             `wikipedia_minilm` 0.3133 (seeds 0-2) against 0.2945 (seed 0), Fashion tower
             features 0.9160 against 0.9131 (seed 0). Retrieving by fc9 instead of the softmax
             lowered the first two (0.2739, 0.2963) and left Fashion level (0.9162). With
-            Wikipedia as the target of a Fashion source, 0.5 with
-            `retrieval_representation="fc9"` is chosen on validation (seed 0: MAP 0.281, against
-            0.270 without them).
+            Wikipedia as the target of a Fashion source, 0.5 with `retrieval_representation="fc9"`
+            is chosen on validation (seed 0: MAP 0.281, against 0.270 without them).
         source_image_feature_dim (`int`, *optional*): size of the source images' features;
             `None` means the target's `image_feature_dim`.
         source_text_feature_dim (`int`, *optional*): size of the source texts' features; `None`
